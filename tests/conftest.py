@@ -1,0 +1,19 @@
+"""Shared fixtures: the folder of real benchmark datasets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """$RECUNLEARN_DATA (default ../shared/data beside the repository); tests needing it skip when it is absent."""
+    root = Path(os.environ.get("RECUNLEARN_DATA", "../shared/data"))
+    root = root if root.is_absolute() else (REPO / root).resolve()
+    if not root.is_dir():
+        pytest.skip(f"real datasets not found at {root}; set RECUNLEARN_DATA to the folder that holds them")
+    return root
