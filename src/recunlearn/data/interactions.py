@@ -170,6 +170,7 @@ class Dataset:
     user_info: pd.DataFrame | None = None      # indexed by user index
     item_info: pd.DataFrame | None = None      # indexed by item index (title, genres, ...)
     modalities: dict = field(default_factory=dict)  # name -> float32 array [n_items, dim]
+    original_train: Interactions | None = None      # the shipped training set, when `train` was edited
 
     @property
     def n_users(self) -> int:
@@ -185,10 +186,22 @@ class Dataset:
         h = hashlib.sha256("/".join((self.train.hash, self.valid.hash, self.test.hash)).encode())
         return h.hexdigest()[:16]
 
+    @cached_property
+    def origin_hash(self) -> str:
+        """Hash of the dataset as loaded, before any edit of its training set (deletions, injections)."""
+        if self.original_train is None:
+            return self.hash
+        return replace(self, train=self.original_train, original_train=None).hash
+
     def with_train(self, train: Interactions) -> "Dataset":
         """The same dataset with another training set (e.g. the residual after a deletion)."""
         self.train._check_space(train)
-        return replace(self, train=train)
+        return replace(self, train=train, original_train=self.original_train or self.train)
+
+    def train_edits(self) -> tuple[Interactions, Interactions]:
+        """(added, removed) pairs of the current training set relative to the shipped one."""
+        base = self.original_train or self.train
+        return self.train.subtract(base), base.subtract(self.train)
 
     def stats(self) -> dict:
         n = len(self.train) + len(self.valid) + len(self.test)

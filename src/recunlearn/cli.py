@@ -1,0 +1,126 @@
+"""The `recunlearn` command: datasets, train, evaluate, recommend (and the unlearning subcommands)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Recommendation unlearning: train, unlearn, audit and benchmark recommenders.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def guarded(fn):
+    """Turn the project's own input errors into a one-line message and exit code 2 (no traceback)."""
+    import functools
+
+    from .data.interactions import DataError
+    from .train.checkpoint import CheckpointError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, DataError, CheckpointError, FileNotFoundError, ValueError) as err:
+            fail(str(err))
+    return wrapper
+
+
+def print_table(rows: list[dict], title: str | None = None) -> None:
+    table = Table(title=title)
+    if not rows:
+        console.print("(nothing)")
+        return
+    for key in rows[0]:
+        table.add_column(str(key), justify="right" if isinstance(rows[0][key], (int, float)) else "left")
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    console.print(table)
+
+
+@app.command()
+@guarded
+def datasets(root: Optional[Path] = typer.Option(None, help="data folder (default: $RECUNLEARN_DATA)")):
+    """List the known datasets with their statistics (those whose files are present)."""
+    from .data.registry import dataset_status
+    print_table(dataset_status(root), title="datasets")
+
+
+@app.command()
+@guarded
+def train(dataset: str = typer.Option("ml-100k", help="dataset name (see `recunlearn datasets`)"),
+          model: str = typer.Option("lightgcn", help="backbone: mf, lightgcn, sgl, simgcl"),
+          config: Optional[Path] = typer.Option(None, help="YAML run config"),
+          set_: List[str] = typer.Option([], "--set", help="override, e.g. --set train.lr=0.005"),
+          out: Path = typer.Option(..., help="checkpoint folder to write"),
+          resume: bool = typer.Option(False, help="continue the run saved in --out"),
+          quiet: bool = typer.Option(False, help="no progress bars")):
+    """Train a backbone with early stopping on validation Recall@20 and write a checkpoint."""
+    from .data.registry import load_dataset
+    from .train.config import RunConfig
+    from .config import load_config
+    from .train.runs import train_and_save
+
+    base = {"data": {"name": dataset}, "model": {"name": model}}
+    run = load_config(RunConfig, config, set_, base=base)
+    console.print_json(json.dumps(run.model_dump(mode="json")))
+    data = load_dataset(run.data.name, seed=run.data.seed, valid_ratio=run.data.valid_ratio)
+    metrics = train_and_save(run, data, out, progress=not quiet, resume=resume)
+    print_table([{"split": k, **v} for k, v in metrics.items() if isinstance(v, dict)], title=f"{run.model.name} on {run.data.name}")
+    console.print(f"checkpoint written to {out}")
+
+
+@app.command()
+@guarded
+def evaluate(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
+             ks: List[int] = typer.Option([10, 20], "--k", help="cut-offs"),
+             json_out: Optional[Path] = typer.Option(None, help="append the result as a JSON line")):
+    """Full-ranking test metrics of a checkpoint (training and validation items masked)."""
+    from .train.checkpoint import load_checkpoint
+    from .train.runs import test_metrics
+
+    model, run, data, meta = load_checkpoint(checkpoint)
+    metrics = test_metrics(model, data, ks)
+    print_table([metrics], title=f"{checkpoint} on {data.name} (test)")
+    if json_out:
+        with open(json_out, "a") as fh:
+            fh.write(json.dumps({"checkpoint": str(checkpoint), "dataset": data.name, "data_hash": data.hash,
+                                 "model": run.model.name, "metrics": metrics}) + "\n")
+
+
+@app.command()
+@guarded
+def recommend(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
+              user: List[str] = typer.Option(..., help="user id as in the data files (repeatable)"),
+              k: int = typer.Option(10, "-k", help="list length")):
+    """Top-k items for users, with their already-seen items excluded."""
+    from .train.checkpoint import load_checkpoint
+
+    model, run, data, _ = load_checkpoint(checkpoint)
+    users = data.user_ids.index(user, kind="user")
+    top = model.recommend(users, k=k, exclude=data.train.union(data.valid))
+    rows = []
+    for label, u, items in zip(user, users, top):
+        for rank, item in enumerate(items, 1):
+            row = {"user": label, "rank": rank, "item": str(data.item_ids.label([item])[0])}
+            if data.item_info is not None and "title" in data.item_info:
+                row["title"] = str(data.item_info["title"].iloc[item])
+            rows.append(row)
+    print_table(rows, title=f"top-{k}")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,110 @@
+"""Normalised bipartite adjacency Â = D^-1/2 [[0, A], [Aᵀ, 0]] D^-1/2 as torch sparse CSR, and propagation.
+
+Nodes 0..n_users-1 are users, n_users..n_users+n_items-1 are items. A node of degree 0 gets an
+all-zero row (its inverse square-root degree is set to 0, never inf).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .interactions import Interactions
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """A symmetric normalised adjacency over users + items; `adj` is a torch CSR tensor [N, N]."""
+
+    adj: torch.Tensor
+    n_users: int
+    n_items: int
+    source_hash: str
+
+    @property
+    def n_nodes(self) -> int:
+        return self.n_users + self.n_items
+
+    @property
+    def nnz(self) -> int:
+        return int(self.adj.values().numel())
+
+
+def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
+                         edge_weight: np.ndarray | None = None) -> torch.Tensor:
+    """Vectorised CSR build of D^-1/2 Ā D^-1/2 from (user, item) index arrays (optionally weighted)."""
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    w = np.ones(users.size, dtype=np.float32) if edge_weight is None else np.asarray(edge_weight, np.float32)
+    key = users * n_items + items
+    if users.size and np.any(key[1:] < key[:-1]):   # Interactions are already (user, item)-sorted
+        order = np.argsort(key, kind="stable")
+        users, items, w = users[order], items[order], w[order]
+    n = n_users + n_items
+    deg = np.concatenate([np.bincount(users, weights=w, minlength=n_users),
+                          np.bincount(items, weights=w, minlength=n_items)])
+    with np.errstate(divide="ignore"):
+        inv_sqrt = np.where(deg > 0, 1.0 / np.sqrt(deg), 0.0).astype(np.float32)
+    vals = w * inv_sqrt[users] * inv_sqrt[n_users + items]
+    # Rows of the user half are already in CSR order; the item half is the same edges sorted by item.
+    by_item = np.argsort(items, kind="stable")
+    cols = np.concatenate([items + n_users, users[by_item]])
+    vals = np.concatenate([vals, vals[by_item]])
+    counts = np.concatenate([np.bincount(users, minlength=n_users), np.bincount(items, minlength=n_items)])
+    crow = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=crow[1:])
+    return torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(cols), torch.from_numpy(vals),
+                                   size=(n, n), check_invariants=False)
+
+
+def build_graph(train: Interactions) -> Graph:
+    adj = normalized_adjacency(train.users, train.items, train.n_users, train.n_items)
+    return Graph(adj, train.n_users, train.n_items, train.hash)
+
+
+class _SymmetricSpMM(torch.autograd.Function):
+    """y = Â x for a symmetric Â: the backward is Âᵀ g = Â g, another forward product.
+
+    The stock CSR backward transposes Â (a CSC conversion) on every call, which makes it several times
+    slower than the forward; symmetry lets us skip that entirely.
+    """
+
+    @staticmethod
+    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.adj = adj
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, ctx.adj @ grad
+
+
+def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Â x, differentiable in x only (Â is fixed data). Requires a symmetric Â."""
+    if x.requires_grad:
+        return _SymmetricSpMM.apply(adj, x)
+    return adj @ x
+
+
+def drop_edges(adj: torch.Tensor, keep_prob: float, generator: torch.Generator | None = None,
+               rescale: bool = True) -> torch.Tensor:
+    """Drop each undirected edge of a symmetric CSR Â with prob 1-keep_prob, keeping the result symmetric.
+
+    Kept values are rescaled by 1/keep_prob when `rescale` (the IE's contrastive view); SGL instead
+    re-normalises the dropped graph, which callers do by rebuilding from the kept index arrays.
+    """
+    coo = adj.to_sparse_coo().coalesce()
+    rows, cols = coo.indices()
+    vals = coo.values()
+    upper = rows < cols
+    keep_upper = torch.rand(int(upper.sum()), generator=generator) < keep_prob
+    r, c, v = rows[upper][keep_upper], cols[upper][keep_upper], vals[upper][keep_upper]
+    if rescale:
+        v = v / keep_prob
+    diag = rows == cols
+    rows = torch.cat([r, c, rows[diag]])
+    cols = torch.cat([c, r, cols[diag]])
+    vals = torch.cat([v, v, vals[diag]])
+    n = adj.shape[0]
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce().to_sparse_csr()

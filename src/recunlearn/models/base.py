@@ -1,0 +1,120 @@
+"""The Recommender contract shared by every backbone, and the BPR / L2 / InfoNCE loss terms."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import StrictConfig
+from ..data.graph import Graph
+
+
+class ModelConfig(StrictConfig):
+    """Fields every backbone has. Defaults follow each model's paper (d = 64, L = 3)."""
+
+    name: str
+    dim: int = 64
+    reg: float = 1e-4          # L2 on the batch's 0-layer embeddings, LightGCN style
+    init_std: float = 0.1      # normal init of the embedding tables (LightGCN's default)
+
+
+class Recommender(nn.Module):
+    """A graph (or MF) recommender: 0-layer embeddings E₀ and a readout over a normalised adjacency.
+
+    `embed(graph)` gives final (U, I); scores are dot products. `graph=None` means the graph the model
+    was fitted on (set by `attach`).
+    """
+
+    config_class: ClassVar[type[ModelConfig]]
+
+    def __init__(self, config: ModelConfig, n_users: int, n_items: int):
+        super().__init__()
+        self.config = config
+        self.n_users, self.n_items = n_users, n_items
+        self.embedding = nn.Embedding(n_users + n_items, config.dim)
+        nn.init.normal_(self.embedding.weight, std=config.init_std)
+        self.graph: Graph | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # --- graph and readout -------------------------------------------------------------------
+    def attach(self, graph: Graph) -> "Recommender":
+        if (graph.n_users, graph.n_items) != (self.n_users, self.n_items):
+            raise ValueError(f"graph has {graph.n_users} users / {graph.n_items} items, model "
+                             f"{self.n_users} / {self.n_items}")
+        self.graph = graph
+        self._cache = None
+        return self
+
+    def readout(self, e0: torch.Tensor, graph: Graph | None) -> torch.Tensor:
+        """Final node embeddings from 0-layer embeddings [N, d]. Overridden by graph backbones."""
+        return e0
+
+    def embed(self, graph: Graph | None = None, e0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        final = self.readout(self.embedding.weight if e0 is None else e0, graph or self.graph)
+        return final[: self.n_users], final[self.n_users:]
+
+    def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached, gradient-free final embeddings on the attached graph (for scoring)."""
+        if self._cache is None or self.training:
+            with torch.no_grad():
+                self._cache = self.embed()
+        return self._cache
+
+    def invalidate(self) -> None:
+        self._cache = None
+
+    # --- training ----------------------------------------------------------------------------
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], graph: Graph | None = None,
+             e0: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """BPR + L2 (+ the backbone's self-supervised term). Returns (total, {name: term})."""
+        e0 = self.embedding.weight if e0 is None else e0
+        u_emb, i_emb = self.embed(graph, e0)
+        return self.loss_terms(batch, u_emb, i_emb, e0, graph)
+
+    def loss_terms(self, batch, u_emb: torch.Tensor, i_emb: torch.Tensor, e0: torch.Tensor,
+                   graph: Graph | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss from final embeddings already computed (callers that also need them save a readout)."""
+        users, pos, neg = batch
+        bpr = bpr_loss(u_emb[users], i_emb[pos], i_emb[neg])
+        reg = self.config.reg * l2_term(e0[users], e0[self.n_users + pos], e0[self.n_users + neg])
+        terms = {"bpr": bpr, "reg": reg}
+        terms.update(self.extra_loss(batch, graph or self.graph, e0))
+        return sum(terms.values()), terms
+
+    def extra_loss(self, batch, graph: Graph | None, e0: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def start_epoch(self, generator: torch.Generator) -> None:
+        """Hook for per-epoch state (SGL redraws its edge-dropout views here)."""
+
+    # --- inference ---------------------------------------------------------------------------
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        u, i = self.final_embeddings()
+        return u[users] @ i.T
+
+    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        u, i = self.final_embeddings()
+        return (u[users] * i[items]).sum(-1)
+
+    def recommend(self, users, k: int = 10, exclude=None) -> np.ndarray:
+        """Top-k item indices per user; `exclude` (Interactions, e.g. the training set) is masked."""
+        from ..eval.ranking import topk_items
+        return topk_items(self, np.asarray(users, dtype=np.int64), k, exclude)
+
+
+def bpr_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-((u * pos).sum(-1) - (u * neg).sum(-1))).mean()
+
+
+def l2_term(*embs: torch.Tensor) -> torch.Tensor:
+    return sum(e.pow(2).sum() for e in embs) / (2 * embs[0].shape[0])
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE with cosine similarity: row k of `a` should match row k of `b` among all rows of `b`."""
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    logits = a @ b.T / temperature
+    return F.cross_entropy(logits, torch.arange(a.shape[0]))

@@ -1,0 +1,52 @@
+"""SGL-ED (Wu et al., SIGIR 2021): LightGCN plus InfoNCE between two edge-dropout views.
+
+The two views are redrawn every epoch and re-normalised (a dropped graph is a graph of its own).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..data.graph import Graph, normalized_adjacency
+from .base import info_nce
+from .lightgcn import LightGCN, LightGCNConfig
+
+
+class SGLConfig(LightGCNConfig):
+    name: Literal["sgl"] = "sgl"
+    drop_ratio: float = 0.1      # edge dropout probability per view
+    ssl_temp: float = 0.2
+    ssl_weight: float = 0.1
+
+
+class SGL(LightGCN):
+    config_class = SGLConfig
+
+    def __init__(self, config: SGLConfig, n_users: int, n_items: int):
+        super().__init__(config, n_users, n_items)
+        self.views: tuple[Graph, Graph] | None = None
+
+    def start_epoch(self, generator: torch.Generator) -> None:
+        if self.graph is None:
+            return
+        self.views = tuple(self._dropped_view(generator) for _ in range(2))
+
+    def _dropped_view(self, generator: torch.Generator) -> Graph:
+        coo = self.graph.adj.to_sparse_coo().indices()
+        rows, cols = coo[0], coo[1]
+        user_side = rows < self.n_users   # each undirected edge once: (user, item) half
+        users, items = rows[user_side], cols[user_side] - self.n_users
+        keep = torch.rand(users.numel(), generator=generator) >= self.config.drop_ratio
+        adj = normalized_adjacency(users[keep].numpy(), items[keep].numpy(), self.n_users, self.n_items)
+        return Graph(adj, self.n_users, self.n_items, self.graph.source_hash)
+
+    def extra_loss(self, batch, graph: Graph | None, e0: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.views is None:
+            return {}
+        users, pos, _ = batch
+        (u1, i1), (u2, i2) = (self.embed(view, e0) for view in self.views)
+        uu, ii = torch.unique(users), torch.unique(pos)
+        ssl = info_nce(u1[uu], u2[uu], self.config.ssl_temp) + info_nce(i1[ii], i2[ii], self.config.ssl_temp)
+        return {"ssl": self.config.ssl_weight * ssl}

@@ -1,0 +1,160 @@
+"""The training loop: vectorised BPR epochs, Adam, validation every few epochs, early stopping with
+patience and the best state restored, progress bars, checkpoints and resuming."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.graph import build_graph
+from ..data.interactions import Dataset
+from ..data.sampling import bpr_epoch
+from ..eval.ranking import evaluate
+from ..models.base import Recommender
+from ..models.registry import build_model
+from .checkpoint import load_tensors, save_checkpoint
+from .config import RunConfig
+
+TRAINER_STATE = "trainer_state"
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_metric: float
+    epochs_run: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+class Trainer:
+    """Trains a Recommender on `dataset.train`, validating on `dataset.valid` (mask: the training set)."""
+
+    def __init__(self, run: RunConfig, progress: bool = True, checkpoint_dir: str | Path | None = None):
+        self.run = run
+        self.cfg = run.train
+        self.progress = progress
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+
+    def fit(self, dataset: Dataset, model: Recommender | None = None, resume: bool = False) -> tuple[Recommender, TrainResult]:
+        cfg = self.cfg
+        seed_everything(cfg.seed, cfg.deterministic)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        model = model or build_model(self.run.model, dataset.n_users, dataset.n_items)
+        model.attach(build_graph(dataset.train))
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        rng = np.random.default_rng(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        state = {"epoch": 0, "best_metric": -1.0, "best_epoch": 0, "bad": 0, "history": []}
+        best_weights = copy.deepcopy(model.state_dict())
+        if resume:
+            state, best_weights, rng, gen = self._restore(model, optimizer, state, best_weights, rng, gen)
+
+        start = time.perf_counter() - state.get("seconds", 0.0)
+        epochs = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", disable=not self.progress,
+                      initial=state["epoch"], total=cfg.epochs)
+        for epoch in epochs:
+            loss = self._train_epoch(model, optimizer, dataset, rng, gen, epoch)
+            record = {"epoch": epoch + 1, "loss": loss, "seconds": round(time.perf_counter() - start, 2)}
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                metrics = self.validate(model, dataset)
+                record.update(metrics)
+                value = metrics[cfg.metric]
+                if value > state["best_metric"]:
+                    state.update(best_metric=value, best_epoch=epoch + 1, bad=0)
+                    best_weights = copy.deepcopy(model.state_dict())
+                else:
+                    state["bad"] += 1
+                epochs.set_postfix(loss=f"{loss:.4f}", **{cfg.metric: f"{value:.4f}"},
+                                   best=f"{state['best_metric']:.4f}@{state['best_epoch']}")
+            state["history"].append(record)
+            state["epoch"] = epoch + 1
+            state["seconds"] = time.perf_counter() - start
+            if self.checkpoint_dir is not None:
+                self._save_progress(model, optimizer, dataset, state, best_weights, rng, gen)
+            if state["bad"] >= cfg.patience:
+                break
+        model.load_state_dict(best_weights)
+        model.invalidate()
+        model.eval()
+        result = TrainResult(state["best_epoch"], state["best_metric"], state["epoch"],
+                             time.perf_counter() - start, state["history"])
+        return model, result
+
+    def _train_epoch(self, model, optimizer, dataset, rng, gen, epoch) -> float:
+        model.train()
+        model.start_epoch(gen)
+        n_batches = -(-len(dataset.train) // self.cfg.batch_size)
+        total, count = 0.0, 0
+        bar = tqdm(bpr_epoch(dataset.train, rng, self.cfg.batch_size), total=n_batches, leave=False,
+                   desc=f"epoch {epoch + 1}", disable=not self.progress)
+        for users, pos, neg in bar:
+            batch = tuple(torch.from_numpy(a) for a in (users, pos, neg))
+            loss, _ = model.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            count += 1
+            if count % 20 == 0:
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        model.eval()
+        model.invalidate()
+        return total / max(count, 1)
+
+    def validate(self, model: Recommender, dataset: Dataset) -> dict:
+        model.eval()
+        model.invalidate()
+        return {k: v for k, v in evaluate(model, dataset.valid, dataset.train, ks=self.run.eval.ks,
+                                          batch_size=self.run.eval.batch_size).items() if k != "users"}
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def _save_progress(self, model, optimizer, dataset, state, best_weights, rng, gen) -> None:
+        """Checkpoint the best weights so far (the deliverable) plus everything needed to resume."""
+        current = copy.deepcopy(model.state_dict())
+        model.load_state_dict(best_weights)
+        trainer_state = {"optimizer": optimizer.state_dict(), "current": current,
+                         "gen": gen.get_state(),
+                         "scalars": torch.tensor([state["epoch"], state["best_epoch"], state["bad"]]),
+                         "floats": torch.tensor([state["best_metric"], state["seconds"]], dtype=torch.float64)}
+        save_checkpoint(self.checkpoint_dir, model, self.run, dataset,
+                        metrics={"valid": _best_record(state)},
+                        extra={"history": state["history"], "rng_state": rng.bit_generator.state},
+                        tensors={TRAINER_STATE: trainer_state})
+        model.load_state_dict(current)
+
+    def _restore(self, model, optimizer, state, best_weights, rng, gen):
+        from .checkpoint import read_meta
+        saved = load_tensors(self.checkpoint_dir, TRAINER_STATE)
+        if saved is None:
+            raise FileNotFoundError(f"nothing to resume in {self.checkpoint_dir}: no {TRAINER_STATE}.pt")
+        meta = read_meta(self.checkpoint_dir)
+        best_weights = torch.load(self.checkpoint_dir / "weights.pt", weights_only=True)
+        model.load_state_dict(saved["current"])
+        optimizer.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["gen"])
+        rng.bit_generator.state = meta["rng_state"]
+        epoch, best_epoch, bad = (int(x) for x in saved["scalars"])
+        best_metric, seconds = (float(x) for x in saved["floats"])
+        state = {"epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch, "bad": bad,
+                 "history": meta.get("history", []), "seconds": seconds}
+        return state, best_weights, rng, gen
+
+
+def _best_record(state: dict) -> dict:
+    for record in state["history"]:
+        if record["epoch"] == state["best_epoch"]:
+            return record
+    return {}
