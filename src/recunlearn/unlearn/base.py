@@ -1,0 +1,48 @@
+"""The Unlearner contract: `prepare(model, dataset)` once, then `unlearn(request)` per deletion."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from ..data.interactions import Dataset, Interactions
+from ..models.base import Recommender
+
+
+@dataclass
+class UnlearnResult:
+    """The state after a request: a model over the residual data, plus timings and what changed."""
+
+    model: Recommender
+    dataset: Dataset                      # `train` is the residual training set
+    forgotten: Interactions               # cumulative forgotten pairs since `prepare`
+    seconds: dict[str, float]             # e.g. {"unlearn": 0.4, "finetune": 12.0}
+    kind: Literal["exact", "approximate"]
+    report: dict = field(default_factory=dict)
+
+
+class Unlearner(ABC):
+    name: ClassVar[str]
+    kind: ClassVar[Literal["exact", "approximate"]]
+
+    def __init__(self):
+        self.prepare_seconds = 0.0
+        self.state: UnlearnResult | None = None
+
+    @abstractmethod
+    def prepare(self, model: Recommender, dataset: Dataset) -> "Unlearner":
+        """One-off set-up before any request (timed into `prepare_seconds`)."""
+
+    @abstractmethod
+    def unlearn(self, edges: Interactions) -> UnlearnResult:
+        """Forget `edges` (training pairs). Requests compose: each starts from the previous result."""
+
+    def _check_request(self, edges: Interactions) -> None:
+        if self.state is None:
+            raise RuntimeError(f"{self.name}: call prepare(model, dataset) before unlearn()")
+        train = self.state.dataset.train
+        present = train.contains(edges.users, edges.items)
+        if not present.all():
+            k = int(present.argmin())
+            raise ValueError(f"request edge (user {edges.users[k]}, item {edges.items[k]}) is not in the current "
+                             "training set (never trained on, or already forgotten)")

@@ -1,0 +1,371 @@
+"""UnlearnRec's Influence Encoder (Chen, Xia, Huang; SIGIR 2025), as stated in docs/spec unlearnrec.md.
+
+A request E_Δ becomes a sparse influence dependency matrix Â_Δ (the normalised adjacency of the request
+edges alone). The encoder propagates learnable per-node vectors H⁰ and a withdraw term through Â_Δ,
+maps the shift through an identity-initialised MLP and adds it to the backbone's 0-layer embeddings;
+the backbone then reads out over the residual graph Â_r. One forward pass is the zero-shot unlearning.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import StrictConfig
+from ..data.graph import Graph, build_graph, drop_edges, normalized_adjacency, spmm
+from ..data.interactions import Dataset, Interactions
+from ..data.sampling import bpr_epoch
+from ..eval.ranking import evaluate
+from ..models.base import Recommender
+from .base import UnlearnResult, Unlearner
+
+
+class IEConfig(StrictConfig):
+    """Defaults are the authors' settings (unlearnrec.md); every choice the paper leaves open is a field."""
+
+    layers: int | None = Field(None, description="IE propagation layers (default: the backbone's L)")
+    mlp_layers: int = 2
+    leaky_slope: float = 0.99
+    withdraw_init: float = 0.002
+    gamma: float = 0.1
+    # pre-training
+    epochs: int = 20
+    sim_every: int = 5
+    sim_rho: float = 0.1
+    lr: float = 1e-3
+    batch_size: int = 8192
+    lambda_u: float = 0.5
+    lambda_p: float = 0.02
+    lambda_c: float = 1e-3
+    tau_p: float = 1.0
+    tau_c: float = 1.0
+    contrast_drop: float = 0.05
+    select_every: int = 1
+    seed: int = 0
+    # fine-tuning
+    finetune_epochs: float = 0.0
+    finetune_lr: float = 1e-3
+    finetune_lambda_u: float = 0.2
+    finetune_lambda_p: float = 0.01
+    finetune_tau_p: float = 10.0
+
+
+def influence_matrix(edges: Interactions) -> torch.Tensor:
+    """Â_Δ: the normalised bipartite adjacency of the request edges alone (2|E_Δ| non-zeros)."""
+    return normalized_adjacency(edges.users, edges.items, edges.n_users, edges.n_items)
+
+
+class InfluenceEncoder(nn.Module):
+    """H⁰ [N, d] (init 0), withdraw rates W_η [N, 1], and an identity-initialised K-layer MLP."""
+
+    def __init__(self, n_nodes: int, dim: int, layers: int, cfg: IEConfig):
+        super().__init__()
+        self.layers, self.gamma = layers, cfg.gamma
+        self.h0 = nn.Parameter(torch.zeros(n_nodes, dim))
+        self.withdraw = nn.Parameter(torch.full((n_nodes, 1), cfg.withdraw_init))
+        self.mlp = nn.ModuleList(nn.Linear(dim, dim) for _ in range(cfg.mlp_layers))
+        for layer in self.mlp:
+            nn.init.eye_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.act = nn.LeakyReLU(cfg.leaky_slope)
+
+    def propagate(self, idm: torch.Tensor) -> list[torch.Tensor]:
+        """H^0..H^L with H^l = Â_Δ H^{l-1}."""
+        hs = [self.h0]
+        for _ in range(self.layers):
+            hs.append(spmm(idm, hs[-1]))
+        return hs
+
+    def shift(self, idm: torch.Tensor, final_emb: torch.Tensor, hs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """ΔE = Σ_l H^l − γ E_w^L, with E_w^0 = Ē ⊙ W_η propagated L times over Â_Δ."""
+        hs = hs if hs is not None else self.propagate(idm)
+        ew = final_emb * self.withdraw
+        for _ in range(self.layers):
+            ew = spmm(idm, ew)
+        return torch.stack(hs).sum(0) - self.gamma * ew
+
+    def mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.mlp:
+            x = self.act(layer(x))
+        return x
+
+    def forward(self, e0: torch.Tensor, final_emb: torch.Tensor, idm: torch.Tensor,
+                hs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Ẽ₀ = E₀ + MLP(ΔE)."""
+        return e0 + self.mlp_forward(self.shift(idm, final_emb, hs))
+
+
+# --- losses -------------------------------------------------------------------------------------------
+
+def unlearning_loss(user_emb, item_emb, edges: Interactions) -> torch.Tensor:
+    """L_u = −mean log σ(−ŷ_ui) over all request edges."""
+    u = torch.from_numpy(edges.users)
+    i = torch.from_numpy(edges.items)
+    return F.softplus((user_emb[u] * item_emb[i]).sum(-1)).mean()
+
+
+def in_batch_log_softmax(user_emb, item_emb, users, pos, tau: float) -> torch.Tensor:
+    logits = user_emb[users] @ item_emb[pos].T / tau
+    return torch.diagonal(F.log_softmax(logits, dim=1))
+
+
+def preserving_loss(user_emb, item_emb, orig_user, orig_item, users, pos, tau: float) -> torch.Tensor:
+    """L_p = Σ_b (ℓ_b^new − ℓ_b^orig)²: keep the in-batch residual score distribution of the original."""
+    new = in_batch_log_softmax(user_emb, item_emb, users, pos, tau)
+    with torch.no_grad():
+        old = in_batch_log_softmax(orig_user, orig_item, users, pos, tau)
+    return (new - old).pow(2).sum()
+
+
+def contrastive_loss(encoder: InfluenceEncoder, idm: torch.Tensor, hs: list[torch.Tensor],
+                     nodes_u: torch.Tensor, nodes_i: torch.Tensor, drop: float, tau: float,
+                     gen: torch.Generator) -> torch.Tensor:
+    """InfoNCE per IE layer between H^l (stop-gradient) and a view H'^l = Â'_Δ H^{l-1} with dropped edges."""
+    view = drop_edges(idm, 1.0 - drop, generator=gen, rescale=True)
+    total = hs[0].new_zeros(())
+    for layer in range(1, len(hs)):
+        anchor = hs[layer].detach()
+        other = spmm(view, hs[layer - 1])
+        for nodes in (nodes_u, nodes_i):
+            a, b = F.normalize(anchor[nodes], dim=-1), F.normalize(other[nodes], dim=-1)
+            total = total + F.cross_entropy(a @ b.T / tau, torch.arange(nodes.numel()))
+    return total
+
+
+# --- the unlearner ------------------------------------------------------------------------------------
+
+class UnlearnRec(Unlearner):
+    """Pre-train the IE once per trained model; then each request is one IE forward (+ optional fine-tuning)."""
+
+    name = "unlearnrec"
+    kind = "approximate"
+
+    def __init__(self, config: IEConfig | None = None, progress: bool = True):
+        super().__init__()
+        self.cfg = config or IEConfig()
+        self.progress = progress
+        self.encoder: InfluenceEncoder | None = None
+        self.history: list[dict] = []
+
+    # set-up --------------------------------------------------------------------------------------
+    def _bind(self, model: Recommender, dataset: Dataset) -> None:
+        self.model = model
+        self.dataset = dataset
+        layers = self.cfg.layers or getattr(model.config, "layers", 3)
+        model.attach(build_graph(dataset.train))
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            u, i = model.embed()
+        self.e0 = model.embedding.weight.detach().clone()
+        self.final = torch.cat([u, i]).detach()
+        if self.encoder is None:
+            self.encoder = InfluenceEncoder(dataset.n_users + dataset.n_items, self.e0.shape[1], layers, self.cfg)
+        self.state = UnlearnResult(model, dataset, Interactions.empty(dataset.n_users, dataset.n_items),
+                                   {}, self.kind)
+
+    def prepare(self, model: Recommender, dataset: Dataset) -> "UnlearnRec":
+        """Pre-train H⁰ and W_η on simulated requests (MLP frozen); keep the epoch that does best on a
+        held-out simulated request and the validation set."""
+        start = time.perf_counter()
+        self._bind(model, dataset)
+        cfg, enc = self.cfg, self.encoder
+        rng = np.random.default_rng(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        for p in enc.mlp.parameters():
+            p.requires_grad_(False)
+        opt = torch.optim.Adam([enc.h0, enc.withdraw], lr=cfg.lr)
+        heldout = self._simulate(rng)
+        best, best_state = None, copy.deepcopy(enc.state_dict())
+        epochs = tqdm(range(cfg.epochs), desc="IE pre-training", disable=not self.progress)
+        for epoch in epochs:
+            if epoch % cfg.sim_every == 0:
+                request = self._simulate(rng)
+                residual = dataset.train.subtract(request)
+                graph, idm = build_graph(residual), influence_matrix(request)
+            loss = self._epoch(opt, request, residual, graph, idm, rng, gen,
+                               lambda_u=cfg.lambda_u, lambda_p=cfg.lambda_p, tau_p=cfg.tau_p,
+                               lambda_c=cfg.lambda_c, fraction=1.0, trainable_e0=None)
+            if (epoch + 1) % cfg.select_every == 0 or epoch + 1 == cfg.epochs:
+                check = self._selection_check(heldout)
+                check.update(epoch=epoch + 1, loss=loss)
+                self.history.append(check)
+                if best is None or _better(check, best):
+                    best, best_state = check, copy.deepcopy(enc.state_dict())
+                epochs.set_postfix(loss=f"{loss:.4f}", valid=f"{check['valid_recall']:.4f}",
+                                   forget=f"{check['forget_score']:.2f}/{check['nonedge_score']:.2f}")
+        enc.load_state_dict(best_state)
+        self.selected = best
+        self.prepare_seconds = time.perf_counter() - start
+        return self
+
+    def _simulate(self, rng: np.random.Generator) -> Interactions:
+        train = self.dataset.train
+        take = rng.random(len(train)) < self.cfg.sim_rho
+        return train.select(take)
+
+    def _selection_check(self, heldout: Interactions) -> dict:
+        """Zero-shot on the held-out simulated request: validation Recall@20 and request-edge scores."""
+        residual = self.dataset.train.subtract(heldout)
+        graph = build_graph(residual)
+        with torch.no_grad():
+            e0 = self.encoder(self.e0, self.final, influence_matrix(heldout))
+            u, i = self.model.embed(graph, e0)
+        from ..eval.scorer import EmbeddingScorer
+        scorer = EmbeddingScorer(u, i)
+        recall = evaluate(scorer, self.dataset.valid, residual, ks=[20])["Recall@20"]
+        forget = scorer.score_pairs(torch.from_numpy(heldout.users), torch.from_numpy(heldout.items)).mean().item()
+        rng = np.random.default_rng(0)
+        ru = rng.integers(0, residual.n_users, 20000)
+        ri = rng.integers(0, residual.n_items, 20000)
+        nonedge = scorer.score_pairs(torch.from_numpy(ru), torch.from_numpy(ri)).mean().item()
+        return {"valid_recall": recall, "forget_score": forget, "nonedge_score": nonedge}
+
+    def _epoch(self, opt, request: Interactions, residual: Interactions, graph: Graph, idm: torch.Tensor,
+               rng, gen, *, lambda_u, lambda_p, tau_p, lambda_c, fraction: float,
+               trainable_e0: torch.Tensor | None) -> float:
+        """One pass (or `fraction` of one) over residual positives; positives never come from the request."""
+        model, enc, cfg = self.model, self.encoder, self.cfg
+        n_users = model.n_users
+        orig_u, orig_i = self.final[:n_users], self.final[n_users:]
+        base_e0 = self.e0 if trainable_e0 is None else trainable_e0
+        n_batches = max(1, int(np.ceil(fraction * len(residual) / cfg.batch_size)))
+        total = 0.0
+        batches = bpr_epoch(residual, rng, cfg.batch_size)
+        for step in range(n_batches):
+            users, pos, neg = (torch.from_numpy(a) for a in next(batches))
+            hs = enc.propagate(idm)
+            e0 = enc(base_e0, self.final, idm, hs)
+            u_emb, i_emb = model.embed(graph, e0)
+            loss_m, _ = model.loss_terms((users, pos, neg), u_emb, i_emb, e0, graph)
+            loss = loss_m + lambda_u * unlearning_loss(u_emb, i_emb, request)
+            loss = loss + lambda_p * preserving_loss(u_emb, i_emb, orig_u, orig_i, users, pos, tau_p)
+            if lambda_c > 0:
+                nodes_u, nodes_i = torch.unique(users), torch.unique(pos) + n_users
+                loss = loss + lambda_c * contrastive_loss(enc, idm, hs, nodes_u, nodes_i, cfg.contrast_drop,
+                                                          cfg.tau_c, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        return total / n_batches
+
+    # requests ------------------------------------------------------------------------------------
+    def unlearn(self, edges: Interactions, finetune_epochs: float | None = None) -> UnlearnResult:
+        """Zero-shot: one IE forward over the request's IDM and a readout over the residual graph; then
+        optional fine-tuning of a copy of Ẽ₀ and the MLP on the residual data with the real request."""
+        self._check_request(edges)
+        cfg = self.cfg
+        finetune_epochs = cfg.finetune_epochs if finetune_epochs is None else finetune_epochs
+        seconds = {}
+        start = time.perf_counter()
+        residual = self.state.dataset.train.subtract(edges)
+        graph = build_graph(residual)
+        idm = influence_matrix(edges)
+        with torch.no_grad():
+            new_e0 = self.encoder(self.e0, self.final, idm)
+        seconds["zero_shot"] = time.perf_counter() - start
+        if finetune_epochs > 0:
+            start = time.perf_counter()
+            new_e0 = self._finetune(new_e0, edges, residual, graph, idm, finetune_epochs)
+            seconds["finetune"] = time.perf_counter() - start
+        seconds["total"] = sum(seconds.values())
+        return self._advance(new_e0, edges, residual, graph, seconds)
+
+    def _finetune(self, e0: torch.Tensor, edges, residual, graph, idm, epochs: float) -> torch.Tensor:
+        """E₀ becomes a trainable copy of the zero-shot Ẽ₀ and the MLP is unfrozen; H⁰, W_η stay frozen.
+
+        The IE shift is kept in the graph: Ẽ₀ = E₀' + MLP(ΔE), with E₀' trained from the current E₀.
+        """
+        cfg, enc = self.cfg, self.encoder
+        e0_param = nn.Parameter(self.e0.clone())
+        enc.h0.requires_grad_(False)
+        enc.withdraw.requires_grad_(False)
+        for p in enc.mlp.parameters():
+            p.requires_grad_(True)
+        opt = torch.optim.Adam([e0_param, *enc.mlp.parameters()], lr=cfg.finetune_lr)
+        rng = np.random.default_rng(cfg.seed + 1)
+        full, rest = int(epochs), epochs - int(epochs)
+        for fraction in [1.0] * full + ([rest] if rest > 0 else []):
+            self._epoch(opt, edges, residual, graph, idm, rng, None, lambda_u=cfg.finetune_lambda_u,
+                        lambda_p=cfg.finetune_lambda_p, tau_p=cfg.finetune_tau_p, lambda_c=0.0,
+                        fraction=fraction, trainable_e0=e0_param)
+        for p in enc.mlp.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            return enc(e0_param, self.final, idm)
+
+    def _advance(self, new_e0, edges, residual, graph, seconds) -> UnlearnResult:
+        """Make the unlearned state current so that the next request composes on it."""
+        model = copy.deepcopy(self.model)
+        with torch.no_grad():
+            model.embedding.weight.copy_(new_e0)
+        model.attach(graph)
+        model.eval()
+        with torch.no_grad():
+            u, i = model.embed()
+        self.model, self.e0, self.final = model, new_e0.detach(), torch.cat([u, i]).detach()
+        dataset = self.state.dataset.with_train(residual)
+        forgotten = self.state.forgotten.union(edges)
+        self.state = UnlearnResult(model, dataset, forgotten, seconds, self.kind,
+                                   report={"request_edges": len(edges), "residual_edges": len(residual)})
+        return self.state
+
+    # persistence ---------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Save the pre-trained encoder, bound to the model weights and data it was pre-trained for."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / "encoder.pt.tmp"
+        torch.save(self.encoder.state_dict(), tmp)
+        tmp.replace(path / "encoder.pt")
+        meta = {"config": self.cfg.model_dump(), "model_fingerprint": fingerprint(self.e0),
+                "train_hash": self.dataset.train.hash, "layers": self.encoder.layers,
+                "prepare_seconds": self.prepare_seconds, "history": self.history}
+        (path / "encoder.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path, model: Recommender, dataset: Dataset, progress: bool = True) -> "UnlearnRec":
+        path = Path(path)
+        if not (path / "encoder.pt").is_file():
+            raise FileNotFoundError(f"no pre-trained influence encoder in {path}: run "
+                                    "`recunlearn prepare --method unlearnrec --checkpoint DIR` first")
+        meta = json.loads((path / "encoder.json").read_text())
+        self = cls(IEConfig.model_validate(meta["config"]), progress=progress)
+        if meta["train_hash"] != dataset.train.hash:
+            raise ValueError(f"the encoder in {path} was pre-trained on training data {meta['train_hash']}, "
+                             f"not on this model's {dataset.train.hash}: pre-train a new one")
+        if meta["model_fingerprint"] != fingerprint(model.embedding.weight):
+            raise ValueError(f"the encoder in {path} belongs to different model weights: pre-train a new one")
+        self._bind(model, dataset)
+        self.encoder.load_state_dict(torch.load(path / "encoder.pt", weights_only=True))
+        self.prepare_seconds = meta["prepare_seconds"]
+        self.history = meta["history"]
+        return self
+
+
+def fingerprint(weights: torch.Tensor) -> str:
+    return hashlib.sha256(weights.detach().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def _better(check: dict, best: dict) -> bool:
+    """Among checks whose held-out request edges score no higher than random non-edges (forgotten),
+    prefer higher validation recall; a forgetting check always beats a non-forgetting one."""
+    forgets = check["forget_score"] <= check["nonedge_score"]
+    best_forgets = best["forget_score"] <= best["nonedge_score"]
+    if forgets != best_forgets:
+        return forgets
+    if forgets:
+        return check["valid_recall"] > best["valid_recall"]
+    return check["forget_score"] - check["nonedge_score"] < best["forget_score"] - best["nonedge_score"]
