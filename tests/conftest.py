@@ -5,8 +5,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Test graphs are small: one thread is as fast and immune to oversubscription on a busy 2-core machine.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("RECUNLEARN_DATA", str((REPO / ".." / "shared" / "data").resolve()))
 
 
 @pytest.fixture(scope="session")
