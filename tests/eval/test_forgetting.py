@@ -2,21 +2,18 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from recunlearn.data.interactions import Interactions
+from recunlearn.data.registry import load_dataset
 from recunlearn.eval.forgetting import (active_gap, attack_auc, audit, draw_audit_sample, jaccard_at_k,
                                         learned_attack_auc, mi_bf, mi_ng, neighbourhood_utility, percentile_ranks,
                                         request_neighbourhood, symmetric_kl)
 from recunlearn.eval.ranking import per_user_metrics
 from recunlearn.eval.scorer import EmbeddingScorer
-
-DATA = Path(os.environ.get("RECUNLEARN_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 
 
 class DenseScorer:
@@ -218,12 +215,7 @@ def low_rank_scorer(train: Interactions, rank: int = 64) -> EmbeddingScorer:
     From the eigendecomposition of the small Gram matrix X Xᵀ = U S² Uᵀ (users < items): V S^½ = Xᵀ U S^-½.
     """
     x = train.to_csr().astype(np.float64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 943 x 943 problem: on a busy machine, more threads only wait on each other
-    try:
-        eigenvalues, eigenvectors = (t.numpy() for t in torch.linalg.eigh(torch.as_tensor((x @ x.T).toarray())))
-    finally:
-        torch.set_num_threads(threads)
+    eigenvalues, eigenvectors = (t.numpy() for t in torch.linalg.eigh(torch.as_tensor((x @ x.T).toarray())))
     top = np.argsort(eigenvalues)[::-1][:rank]
     root = eigenvalues[top] ** 0.25           # S^½, with S² the eigenvalues
     user_emb, item_emb = eigenvectors[:, top] * root, (x.T @ eigenvectors[:, top]) / root
@@ -232,11 +224,10 @@ def low_rank_scorer(train: Interactions, rank: int = 64) -> EmbeddingScorer:
 
 
 @pytest.fixture(scope="module")
-def ml100k_audits():
-    registry = pytest.importorskip("recunlearn.data.registry")
-    if not (DATA / "ml-100k").exists():
-        pytest.skip(f"{DATA / 'ml-100k'} not found (set RECUNLEARN_DATA)")
-    data = registry.load_dataset("ml-100k", root=DATA, download=False)
+def ml100k_audits(data_root):
+    if not (data_root / "ml-100k").is_dir():
+        pytest.skip(f"{data_root / 'ml-100k'} not found")
+    data = load_dataset("ml-100k", root=data_root, download=False)
     rng = np.random.default_rng(0)
     forget = data.train.select(np.sort(rng.choice(len(data.train), len(data.train) // 20, replace=False)))
     residual = data.train.subtract(forget)
