@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import ConfigError
@@ -19,7 +20,8 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    # soft_wrap: one line however narrow the terminal (scripts read it); escape: the message is not markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -51,6 +53,13 @@ def print_table(rows: list[dict], title: str | None = None) -> None:
     console.print(table)
 
 
+def print_metrics(columns: dict[str, dict], title: str | None = None) -> None:
+    """One row per metric and one column per split: metric names stay readable in 80 columns."""
+    names = list(dict.fromkeys(name for values in columns.values() for name in values))
+    print_table([{"metric": name, **{split: values.get(name, "-") for split, values in columns.items()}}
+                 for name in names], title=title)
+
+
 @app.command()
 @guarded
 def datasets(root: Optional[Path] = typer.Option(None, help="data folder (default: $RECUNLEARN_DATA)")):
@@ -61,8 +70,10 @@ def datasets(root: Optional[Path] = typer.Option(None, help="data folder (defaul
 
 @app.command()
 @guarded
-def train(dataset: str = typer.Option("ml-100k", help="dataset name (see `recunlearn datasets`)"),
-          model: str = typer.Option("lightgcn", help="backbone: mf, lightgcn, sgl, simgcl"),
+def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `recunlearn datasets`) "
+                                                "[default: ml-100k, or the config file's]"),
+          model: Optional[str] = typer.Option(None, help="backbone: mf, lightgcn, sgl, simgcl "
+                                              "[default: lightgcn, or the config file's]"),
           config: Optional[Path] = typer.Option(None, help="YAML run config"),
           set_: List[str] = typer.Option([], "--set", help="override, e.g. --set train.lr=0.005"),
           out: Path = typer.Option(..., help="checkpoint folder to write"),
@@ -74,12 +85,14 @@ def train(dataset: str = typer.Option("ml-100k", help="dataset name (see `recunl
     from .config import load_config
     from .train.runs import train_and_save
 
-    base = {"data": {"name": dataset}, "model": {"name": model}}
-    run = load_config(RunConfig, config, set_, base=base)
+    # Precedence: defaults < config file < --dataset / --model < --set.
+    explicit = [f"data.name={json.dumps(dataset)}"] if dataset else []
+    explicit += [f"model.name={json.dumps(model)}"] if model else []
+    run = load_config(RunConfig, config, [*explicit, *set_])
     console.print_json(json.dumps(run.model_dump(mode="json")))
     data = load_dataset(run.data.name, seed=run.data.seed, valid_ratio=run.data.valid_ratio)
     metrics = train_and_save(run, data, out, progress=not quiet, resume=resume)
-    print_table([{"split": k, **v} for k, v in metrics.items() if isinstance(v, dict)], title=f"{run.model.name} on {run.data.name}")
+    print_metrics({k: v for k, v in metrics.items() if isinstance(v, dict)}, title=f"{run.model.name} on {run.data.name}")
     console.print(f"checkpoint written to {out}")
 
 
@@ -94,7 +107,7 @@ def evaluate(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
 
     model, run, data, meta = load_checkpoint(checkpoint)
     metrics = test_metrics(model, data, ks)
-    print_table([metrics], title=f"{checkpoint} on {data.name} (test)")
+    print_metrics({"test": metrics}, title=f"{checkpoint} on {data.name}")
     if json_out:
         with open(json_out, "a") as fh:
             fh.write(json.dumps({"checkpoint": str(checkpoint), "dataset": data.name, "data_hash": data.hash,

@@ -1,6 +1,7 @@
 """Typed configuration: pydantic models that reject unknown keys, YAML files and `key=value` overrides."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +29,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
-    return key.split("."), yaml.safe_load(raw) if raw.strip() else ""
+    path = key.split(".")
+    if not all(path):
+        raise ConfigError(f"override {text!r}: the key {key!r} has an empty part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        value = float(value)   # YAML 1.1 reads 1e-3 as text; on a command line it means a number
+    return path, value
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line: what the YAML parser found wrong, and where."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -53,7 +73,10 @@ def load_config(cls: type[C], file: str | Path | None = None, overrides: list[st
         path = Path(file)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML ({_yaml_problem(err)})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys to values")
         data = _deep_merge(data, loaded)
@@ -61,9 +84,21 @@ def load_config(cls: type[C], file: str | Path | None = None, overrides: list[st
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {_explain(e)}" for e in err.errors())
+        problems = "; ".join(f"{_key_path(e['loc'], data) or '<root>'}: {_explain(e)}" for e in err.errors())
         raise ConfigError(f"invalid {cls.__name__}: {problems}") from None
+
+
+def _key_path(loc: tuple, data: Any) -> str:
+    """The dotted key as the user wrote it: pydantic puts the tag of a discriminated union in `loc`
+    (`model.sgl.dimm`), but the input has no such key (`model.dimm`)."""
+    parts, node = [], data
+    for n, part in enumerate(loc):
+        if isinstance(node, dict) and part not in node and n < len(loc) - 1:
+            continue   # a union tag, not a key of the input
+        parts.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else (
+            node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)
+    return ".".join(parts)
 
 
 def _explain(error: dict) -> str:

@@ -102,7 +102,7 @@ class Recommender(nn.Module):
     def recommend(self, users, k: int = 10, exclude=None) -> np.ndarray:
         """Top-k item indices per user; `exclude` (Interactions, e.g. the training set) is masked."""
         from ..eval.ranking import topk_items
-        return topk_items(self, np.asarray(users, dtype=np.int64), k, exclude)
+        return topk_items(self, np.asarray(users, dtype=np.int64), k, exclude).numpy()
 
 
 def bpr_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

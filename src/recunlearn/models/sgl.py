@@ -28,6 +28,11 @@ class SGL(LightGCN):
         super().__init__(config, n_users, n_items)
         self.views: tuple[Graph, Graph] | None = None
 
+    def attach(self, graph: Graph) -> "SGL":
+        super().attach(graph)
+        self.views = None     # views of the previous graph may hold edges the new one lacks (deletions)
+        return self
+
     def start_epoch(self, generator: torch.Generator) -> None:
         if self.graph is None:
             return

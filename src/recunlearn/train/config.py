@@ -1,9 +1,9 @@
 """Training and run configuration."""
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated, Any, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import StrictConfig
 from ..models.lightgcn import LightGCNConfig
@@ -46,3 +46,11 @@ class RunConfig(StrictConfig):
     model: AnyModelConfig = LightGCNConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_backbone(cls, data: Any) -> Any:
+        """A model mapping without `name` (`--set model.dim=32`) configures the default backbone."""
+        if isinstance(data, dict) and isinstance(data.get("model"), dict) and "name" not in data["model"]:
+            data = {**data, "model": {"name": LightGCNConfig().name, **data["model"]}}
+        return data

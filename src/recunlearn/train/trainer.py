@@ -35,7 +35,9 @@ class TrainResult:
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # The call imports torch's compiler stack (seconds); skip it when it would change nothing.
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 class Trainer:
@@ -126,7 +128,7 @@ class Trainer:
         current = copy.deepcopy(model.state_dict())
         model.load_state_dict(best_weights)
         trainer_state = {"optimizer": optimizer.state_dict(), "current": current,
-                         "gen": gen.get_state(),
+                         "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                          "scalars": torch.tensor([state["epoch"], state["best_epoch"], state["bad"]]),
                          "floats": torch.tensor([state["best_metric"], state["seconds"]], dtype=torch.float64)}
         save_checkpoint(self.checkpoint_dir, model, self.run, dataset,
@@ -145,6 +147,8 @@ class Trainer:
         model.load_state_dict(saved["current"])
         optimizer.load_state_dict(saved["optimizer"])
         gen.set_state(saved["gen"])
+        if "torch_rng" in saved:   # the global generator: SimGCL's noise, dropout
+            torch.set_rng_state(saved["torch_rng"])
         rng.bit_generator.state = meta["rng_state"]
         epoch, best_epoch, bad = (int(x) for x in saved["scalars"])
         best_metric, seconds = (float(x) for x in saved["floats"])
