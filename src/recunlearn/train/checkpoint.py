@@ -101,9 +101,9 @@ def load_checkpoint(path: str | Path, dataset: Dataset | None = None) -> tuple[R
     run = RunConfig.model_validate(meta["run"])
     if dataset is None:
         dataset = load_dataset(run.data.name, seed=run.data.seed, valid_ratio=run.data.valid_ratio)
-    if dataset.hash != meta["data_hash"]:
+    if dataset.origin_hash != meta["data_hash"]:
         raise CheckpointError(f"checkpoint {path} was trained on data {meta['data_hash']}, but the data "
-                              f"loaded now hashes to {dataset.hash}: the files or the split seed changed")
+                              f"loaded now hashes to {dataset.origin_hash}: the files or the split seed changed")
     dataset = apply_edits(path, dataset)
     if dataset.train.hash != meta["train_hash"]:
         raise CheckpointError(f"checkpoint {path}: training set hash {dataset.train.hash} does not match "
