@@ -135,5 +135,42 @@ def recommend(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
     print_table(rows, title=f"top-{k}")
 
 
+bench_app = typer.Typer(help="Side-by-side benchmarks of unlearning methods.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("unlearnrec")
+@guarded
+def bench_unlearnrec(dataset: str = typer.Option("ml-100k"), backbone: str = typer.Option("lightgcn"),
+                     request: str = typer.Option("adversarial:1.0", help="request spec, e.g. random:0.01, user:0.01:random"),
+                     seed: int = typer.Option(0),
+                     set_: List[str] = typer.Option([], "--set", help="run override, e.g. train.lr=0.005"),
+                     ie_set: List[str] = typer.Option([], "--ie-set", help="encoder override, e.g. lr=0.01"),
+                     finetune_epochs: float = typer.Option(1.0, help="UnlearnRec fine-tuning epochs"),
+                     baseline_epochs: int = typer.Option(1, help="Fine-tune baseline epochs"),
+                     out: Path = typer.Option(Path("runs/bench/unlearnrec.jsonl"), help="JSON lines to append to"),
+                     quiet: bool = typer.Option(False)):
+    """Original, Retrain, Fine-tune, UnlearnRec zero-shot and + fine-tuning on one request, in one table."""
+    from .bench.environment import machine_line
+    from .bench.results import append_results
+    from .bench.unlearnrec import build_setting, make_run, run_benchmark, table_rows
+    from .config import apply_overrides, load_config
+    from .unlearn.influence_encoder import IEConfig
+
+    run = make_run(dataset, backbone, dict(o.split("=", 1) for o in set_ if "=" in o))
+    if any("=" not in o for o in set_):
+        fail(f"--set values must look like key=value, got {[o for o in set_ if '=' not in o]}")
+    ie_config = load_config(IEConfig, None, ie_set)
+    console.print(f"[bold]machine:[/] {machine_line()}")
+    console.print_json(json.dumps({"run": run.model_dump(mode="json"), "ie": ie_config.model_dump()}))
+    setting = build_setting(dataset, backbone, request, seed, run, progress=not quiet)
+    rows = run_benchmark(setting, ie_config, finetune_epochs, baseline_epochs, seed, progress=not quiet)
+    print_table(table_rows(rows), title=f"UnlearnRec on {dataset} / {backbone} / {request} "
+                                        f"({len(setting.edges)} request edges)")
+    append_results(out, rows, bench="unlearnrec", dataset=dataset, backbone=backbone, request=request, seed=seed,
+                   split_hash=setting.clean.hash, run=run.model_dump(mode="json"), ie=ie_config.model_dump())
+    console.print(f"results appended to {out}")
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

@@ -31,31 +31,44 @@ class Graph:
         return int(self.adj.values().numel())
 
 
-def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
-                         edge_weight: np.ndarray | None = None) -> torch.Tensor:
-    """Vectorised CSR build of D^-1/2 Ā D^-1/2 from (user, item) index arrays (optionally weighted)."""
-    users = np.asarray(users, dtype=np.int64)
-    items = np.asarray(items, dtype=np.int64)
+def edge_norm(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
+              edge_weight: np.ndarray | None = None) -> np.ndarray:
+    """Per-edge value w_ui / sqrt(d_u d_i) of the symmetric normalisation (degrees from these edges)."""
     w = np.ones(users.size, dtype=np.float32) if edge_weight is None else np.asarray(edge_weight, np.float32)
-    key = users * n_items + items
-    if users.size and np.any(key[1:] < key[:-1]):   # Interactions are already (user, item)-sorted
-        order = np.argsort(key, kind="stable")
-        users, items, w = users[order], items[order], w[order]
-    n = n_users + n_items
-    deg = np.concatenate([np.bincount(users, weights=w, minlength=n_users),
-                          np.bincount(items, weights=w, minlength=n_items)])
+    deg_u = np.bincount(users, weights=w, minlength=n_users)
+    deg_i = np.bincount(items, weights=w, minlength=n_items)
     with np.errstate(divide="ignore"):
-        inv_sqrt = np.where(deg > 0, 1.0 / np.sqrt(deg), 0.0).astype(np.float32)
-    vals = w * inv_sqrt[users] * inv_sqrt[n_users + items]
+        inv_u = np.where(deg_u > 0, 1.0 / np.sqrt(deg_u), 0.0)
+        inv_i = np.where(deg_i > 0, 1.0 / np.sqrt(deg_i), 0.0)
+    return (w * inv_u[users] * inv_i[items]).astype(np.float32)
+
+
+def bipartite_csr(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
+    """Symmetric CSR [[0, B], [Bᵀ, 0]] with B[u, i] = value, from (user, item)-sorted edge arrays."""
+    n = n_users + n_items
     # Rows of the user half are already in CSR order; the item half is the same edges sorted by item.
     by_item = np.argsort(items, kind="stable")
     cols = np.concatenate([items + n_users, users[by_item]])
-    vals = np.concatenate([vals, vals[by_item]])
+    vals = np.concatenate([values, values[by_item]]).astype(np.float32)
     counts = np.concatenate([np.bincount(users, minlength=n_users), np.bincount(items, minlength=n_items)])
     crow = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=crow[1:])
     return torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(cols), torch.from_numpy(vals),
                                    size=(n, n), check_invariants=False)
+
+
+def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
+                         edge_weight: np.ndarray | None = None) -> torch.Tensor:
+    """Vectorised CSR build of D^-1/2 Ā D^-1/2 from (user, item) index arrays (optionally weighted)."""
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    key = users * n_items + items
+    if users.size and np.any(key[1:] < key[:-1]):   # Interactions are already (user, item)-sorted
+        order = np.argsort(key, kind="stable")
+        users, items = users[order], items[order]
+        edge_weight = None if edge_weight is None else np.asarray(edge_weight)[order]
+    values = edge_norm(users, items, n_users, n_items, edge_weight)
+    return bipartite_csr(users, items, values, n_users, n_items)
 
 
 def build_graph(train: Interactions) -> Graph:
@@ -85,26 +98,3 @@ def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if x.requires_grad:
         return _SymmetricSpMM.apply(adj, x)
     return adj @ x
-
-
-def drop_edges(adj: torch.Tensor, keep_prob: float, generator: torch.Generator | None = None,
-               rescale: bool = True) -> torch.Tensor:
-    """Drop each undirected edge of a symmetric CSR Â with prob 1-keep_prob, keeping the result symmetric.
-
-    Kept values are rescaled by 1/keep_prob when `rescale` (the IE's contrastive view); SGL instead
-    re-normalises the dropped graph, which callers do by rebuilding from the kept index arrays.
-    """
-    coo = adj.to_sparse_coo().coalesce()
-    rows, cols = coo.indices()
-    vals = coo.values()
-    upper = rows < cols
-    keep_upper = torch.rand(int(upper.sum()), generator=generator) < keep_prob
-    r, c, v = rows[upper][keep_upper], cols[upper][keep_upper], vals[upper][keep_upper]
-    if rescale:
-        v = v / keep_prob
-    diag = rows == cols
-    rows = torch.cat([r, c, rows[diag]])
-    cols = torch.cat([c, r, cols[diag]])
-    vals = torch.cat([v, v, vals[diag]])
-    n = adj.shape[0]
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce().to_sparse_csr()

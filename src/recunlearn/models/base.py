@@ -66,6 +66,18 @@ class Recommender(nn.Module):
     def invalidate(self) -> None:
         self._cache = None
 
+    def clone(self) -> "Recommender":
+        """An independent copy of the weights; the (immutable) graph is shared, not copied."""
+        other = type(self)(self.config.model_copy(), self.n_users, self.n_items)
+        other.load_state_dict({k: v.detach().clone() for k, v in self.state_dict().items()})
+        if self.graph is not None:
+            other.attach(self.graph)
+        other.train(self.training)
+        return other
+
+    def __deepcopy__(self, memo) -> "Recommender":
+        return self.clone()
+
     # --- training ----------------------------------------------------------------------------
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], graph: Graph | None = None,
              e0: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

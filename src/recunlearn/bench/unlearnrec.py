@@ -1,0 +1,117 @@
+"""The UnlearnRec benchmark: one request, every method side by side in one run.
+
+Original, Retrain (exact reference), Fine-tune, UnlearnRec zero-shot and UnlearnRec + fine-tuning, each
+with utility (Recall@20, NDCG@20 on the test set, residual training and validation items masked),
+forgetting (request-edge mean score, membership-inference AUC and its distance to Retrain) and time
+(unlearning seconds, speed-up over Retrain measured in the same run, pre-training seconds).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..data.interactions import Dataset, Interactions
+from ..data.registry import load_dataset
+from ..data.requests import GENERATORS, adversarial_edges, parse_spec, poisoned_dataset
+from ..eval.forgetting import audit
+from ..models.base import Recommender
+from ..train.cache import train_cached
+from ..train.config import RunConfig
+from ..train.runs import test_metrics
+from ..unlearn.finetune import FineTune
+from ..unlearn.influence_encoder import IEConfig, UnlearnRec
+from ..unlearn.retrain import Retrain
+
+# Training settings of the benchmarks: large batches with a matching learning rate make CPU epochs cheap;
+# early stopping on validation Recall@20 as everywhere.
+BENCH_TRAIN = {"batch_size": 8192, "lr": 0.01, "epochs": 200, "patience": 5}
+
+
+@dataclass
+class Setting:
+    """The model and request a benchmark runs on."""
+
+    dataset: Dataset              # the training data of the original model (poisoned for adversarial)
+    original: Recommender
+    original_seconds: float
+    edges: Interactions           # the request
+    request: str
+    run: RunConfig
+    clean: Dataset                # the data before any injection
+    info: dict = field(default_factory=dict)
+
+
+def make_run(dataset: str, backbone: str, overrides: dict | None = None) -> RunConfig:
+    from ..config import load_config
+    base = {"data": {"name": dataset}, "model": {"name": backbone}, "train": dict(BENCH_TRAIN)}
+    return load_config(RunConfig, None, [f"{k}={v}" for k, v in (overrides or {}).items()], base=base)
+
+
+def build_setting(dataset: str, backbone: str, request: str, seed: int = 0, run: RunConfig | None = None,
+                  progress: bool = True, cache_dir=None) -> Setting:
+    """Train (or load from cache) the original model and draw the request. For `adversarial`, the clean
+    model picks each user's / item's least-likely partner, and the original is trained on the poisoned graph."""
+    run = run or make_run(dataset, backbone)
+    clean = load_dataset(dataset, seed=run.data.seed, valid_ratio=run.data.valid_ratio)
+    kind, params = parse_spec(request)
+    info: dict = {}
+    if kind == "adversarial":
+        clean_model, _, _ = train_cached(run, clean, cache_dir, progress)
+        injected = adversarial_edges(clean, clean_model, params.get("rho_users", 1.0), params.get("rho_items", 1.0), seed)
+        data = poisoned_dataset(clean, injected)
+        edges = injected
+        info["injected"] = len(injected)
+    else:
+        data = clean
+        edges = GENERATORS[kind](clean, seed=seed, **params).edges
+    original, meta, _ = train_cached(run, data, cache_dir, progress)
+    return Setting(data, original, meta["metrics"]["seconds"], edges, request, run, clean, info)
+
+
+def _row(method: str, model: Recommender, residual: Dataset, setting: Setting, retrain: Recommender | None,
+         seconds: float | None, kind: str, seed: int) -> dict:
+    utility = test_metrics(model, residual, ks=[20])
+    forget = audit(model, setting.edges, residual.train, residual.test, original=setting.original,
+                   retrain=retrain, valid=residual.valid, seed=seed)
+    return {"method": method, "kind": kind, "Recall@20": utility["Recall@20"], "NDCG@20": utility["NDCG@20"],
+            "forget_score": forget["forget_score_mean"], "nonedge_score": forget["nonedge_score_mean"],
+            "mia_auc": forget["mia_auc"], "unlearn_s": seconds, "audit": forget}
+
+
+def run_benchmark(setting: Setting, ie_config: IEConfig, finetune_epochs: float = 1.0, baseline_epochs: int = 1,
+                  seed: int = 0, progress: bool = True, cache_dir=None) -> list[dict]:
+    data, edges = setting.dataset, setting.edges
+    rows = [_row("Original", setting.original, data.with_train(data.train), setting, None, None, "-", seed)]
+
+    retrain = Retrain(setting.run, cache_dir, progress).prepare(setting.original, data).unlearn(edges)
+    residual = retrain.dataset
+    retrain_s = retrain.seconds["total"]
+
+    finetune = FineTune(setting.run, epochs=baseline_epochs, progress=progress).prepare(setting.original, data).unlearn(edges)
+
+    ie = UnlearnRec(ie_config, progress=progress).prepare(setting.original.clone(), data)
+    ie_ft = ie.fork()
+    zero = ie.unlearn(edges, finetune_epochs=0)
+    tuned = ie_ft.unlearn(edges, finetune_epochs=finetune_epochs)
+
+    rows.append(_row("Retrain", retrain.model, residual, setting, None, retrain_s, "exact", seed))
+    rows.append(_row(f"Fine-tune ({baseline_epochs} ep)", finetune.model, residual, setting, retrain.model,
+                     finetune.seconds["total"], "approximate", seed))
+    rows.append(_row("UnlearnRec zero-shot", zero.model, residual, setting, retrain.model,
+                     zero.seconds["total"], "approximate", seed))
+    rows.append(_row(f"UnlearnRec + FT ({finetune_epochs:g} ep)", tuned.model, residual, setting, retrain.model,
+                     tuned.seconds["total"], "approximate", seed))
+    retrain_mia = rows[1]["mia_auc"]
+    for row in rows:
+        row["mia_gap_vs_retrain"] = abs(row["mia_auc"] - retrain_mia)
+        row["speedup"] = retrain_s / row["unlearn_s"] if row["unlearn_s"] else None
+        row["prepare_s"] = ie.prepare_seconds if row["method"].startswith("UnlearnRec") else None
+    rows[0]["unlearn_s"] = None
+    return rows
+
+
+TABLE_COLUMNS = ["method", "Recall@20", "NDCG@20", "forget_score", "nonedge_score", "mia_auc",
+                 "mia_gap_vs_retrain", "unlearn_s", "speedup", "prepare_s"]
+
+
+def table_rows(rows: list[dict]) -> list[dict]:
+    return [{c: ("-" if row.get(c) is None else row[c]) for c in TABLE_COLUMNS} for row in rows]

@@ -1,0 +1,40 @@
+"""Trained models cached by the content hash of their data and their run config, never by dataset name:
+after a deletion the data changed, so a retrained reference is keyed by the residual data it saw."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from ..data.interactions import Dataset
+from ..models.base import Recommender
+from .checkpoint import load_checkpoint
+from .config import RunConfig
+from .runs import train_and_save
+
+
+def cache_root(root: str | Path | None = None) -> Path:
+    """$RECUNLEARN_CACHE, else ~/.cache/recunlearn/models."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("RECUNLEARN_CACHE", Path.home() / ".cache" / "recunlearn" / "models"))
+
+
+def run_key(run: RunConfig, dataset: Dataset) -> str:
+    payload = json.dumps({"data": dataset.hash, "model": run.model.model_dump(mode="json"),
+                          "train": run.train.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def train_cached(run: RunConfig, dataset: Dataset, root: str | Path | None = None,
+                 progress: bool = True) -> tuple[Recommender, dict, bool]:
+    """(model, checkpoint meta, loaded_from_cache). Trains and stores the checkpoint on a miss; the
+    recorded training seconds travel with it so that speed-ups stay honest when the cache answers."""
+    path = cache_root(root) / f"{run.model.name}-{run_key(run, dataset)}"
+    hit = (path / "config.json").is_file()
+    if not hit:
+        train_and_save(run, dataset, path, progress=progress)
+    model, _, _, meta = load_checkpoint(path, dataset)
+    meta["path"] = str(path)
+    return model, meta, hit
