@@ -18,10 +18,13 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
+# Demo: LightGCN on ml-100k with quick CPU settings (large batches, higher learning rate), then test metrics.
 demo: install
 	$(BIN)/recunlearn datasets
-	$(BIN)/recunlearn train --dataset ml-100k --model lightgcn --out runs/demo-lightgcn
+	$(BIN)/recunlearn train --dataset ml-100k --model lightgcn --out runs/demo-lightgcn \
+		--set train.batch_size=4096 --set train.lr=0.01 --set train.patience=5
 	$(BIN)/recunlearn evaluate --checkpoint runs/demo-lightgcn
+	$(BIN)/recunlearn recommend --checkpoint runs/demo-lightgcn --user 1 -k 10
 
 test: install
 	$(BIN)/pytest
@@ -29,8 +32,12 @@ test: install
 test-slow: install
 	$(BIN)/pytest -m slow
 
+# The recorded benchmarks (long: see BENCHMARKS.md for each one's command and figures).
 bench: install
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/bench_quality.py --runs ml-1m:mf ml-1m:lightgcn ml-1m:sgl ml-1m:simgcl gowalla:lightgcn
+	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_spmm.py
+	$(BIN)/recunlearn bench unlearnrec --dataset ml-1m --backbone lightgcn --request adversarial:1.0
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -78,6 +78,7 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
           set_: List[str] = typer.Option([], "--set", help="override, e.g. --set train.lr=0.005"),
           out: Path = typer.Option(..., help="checkpoint folder to write"),
           resume: bool = typer.Option(False, help="continue the run saved in --out"),
+          inject: Optional[Path] = typer.Option(None, help="adversarial request file: train on the poisoned graph"),
           quiet: bool = typer.Option(False, help="no progress bars")):
     """Train a backbone with early stopping on validation Recall@20 and write a checkpoint."""
     from .data.registry import load_dataset
@@ -91,6 +92,9 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
     run = load_config(RunConfig, config, [*explicit, *set_])
     console.print_json(json.dumps(run.model_dump(mode="json")))
     data = load_dataset(run.data.name, seed=run.data.seed, valid_ratio=run.data.valid_ratio)
+    if inject is not None:
+        from .data.requests import injected_edges, poisoned_dataset
+        data = poisoned_dataset(data, injected_edges(inject, data))
     metrics = train_and_save(run, data, out, progress=not quiet, resume=resume)
     print_metrics({k: v for k, v in metrics.items() if isinstance(v, dict)}, title=f"{run.model.name} on {run.data.name}")
     console.print(f"checkpoint written to {out}")
@@ -133,6 +137,145 @@ def recommend(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
                 row["title"] = str(data.item_info["title"].iloc[item])
             rows.append(row)
     print_table(rows, title=f"top-{k}")
+
+
+request_app = typer.Typer(help="Deletion requests: make them reproducibly from a seed.", no_args_is_help=True)
+app.add_typer(request_app, name="request")
+
+
+@request_app.command("make")
+@guarded
+def request_make(spec: str = typer.Option(..., help="random:RHO | user:RHO[:random|core|edge] | "
+                                                      "item:RHO[:random|popular] | adversarial:RHO[:RHO_ITEMS]"),
+                 out: Path = typer.Option(..., help="request file (JSON) to write"),
+                 dataset: str = typer.Option("ml-100k", help="dataset (ignored when --checkpoint is given)"),
+                 checkpoint: Optional[Path] = typer.Option(None, help="model whose data the request is for; "
+                                                           "required for adversarial (the clean model)"),
+                 seed: int = typer.Option(0)):
+    """Draw a request and save it. Adversarial requests inject each user's / item's least-likely edge
+    (as scored by the clean model); train the poisoned model with `recunlearn train --inject FILE`."""
+    from .data.registry import load_dataset
+    from .data.requests import GENERATORS, adversarial_edges, adversarial_request, parse_spec, poisoned_dataset
+    from .train.checkpoint import load_checkpoint
+
+    kind, params = parse_spec(spec)
+    model = None
+    if checkpoint is not None:
+        model, _, data, _ = load_checkpoint(checkpoint)
+    else:
+        data = load_dataset(dataset)
+    if kind == "adversarial":
+        if model is None:
+            fail("an adversarial request needs the clean model: pass --checkpoint DIR")
+        injected = adversarial_edges(data, model, params["rho_users"], params["rho_items"], seed)
+        request = adversarial_request(poisoned_dataset(data, injected), injected, seed, params)
+    else:
+        request = GENERATORS[kind](data, seed=seed, **params)
+    request.save(out)
+    console.print(f"{kind} request with {len(request)} edges ({len(request.users())} users, "
+                  f"{len(request.items())} items) written to {out}")
+
+
+@app.command()
+@guarded
+def prepare(checkpoint: Path = typer.Option(..., help="trained model checkpoint"),
+            method: str = typer.Option("unlearnrec", help="unlearning method to prepare"),
+            ie_set: List[str] = typer.Option([], "--set", help="encoder config override, e.g. --set epochs=20"),
+            quiet: bool = typer.Option(False)):
+    """One-off preparation before any request: UnlearnRec pre-trains its influence encoder, saved in
+    CHECKPOINT/influence_encoder and bound to that model and data."""
+    from .config import load_config
+    from .train.checkpoint import load_checkpoint
+    from .unlearn.influence_encoder import IEConfig, UnlearnRec
+
+    if method != "unlearnrec":
+        fail(f"method {method!r} needs no preparation step here; `prepare` applies to: unlearnrec")
+    cfg = load_config(IEConfig, None, ie_set)
+    model, _, data, _ = load_checkpoint(checkpoint)
+    ie = UnlearnRec(cfg, progress=not quiet).prepare(model, data)
+    ie.save(checkpoint / ENCODER_DIR)
+    sel = ie.selected
+    console.print(f"influence encoder pre-trained in {ie.prepare_seconds:.1f}s; selected epoch {sel['epoch']} "
+                  f"(held-out valid Recall@20 {sel['valid_recall']:.4f}, held-out request score "
+                  f"{sel['forget_score']:.3f} vs non-edges {sel['nonedge_score']:.3f}); saved to "
+                  f"{checkpoint / ENCODER_DIR}")
+
+
+ENCODER_DIR = "influence_encoder"
+
+
+@app.command()
+@guarded
+def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint with a pre-trained encoder"),
+            request: Path = typer.Option(..., help="request file (from `request make`, or CSV/JSON pairs)"),
+            out: Path = typer.Option(..., help="checkpoint folder for the unlearned model"),
+            finetune_epochs: Optional[float] = typer.Option(None, help="fine-tuning epochs after the zero-shot step"),
+            quiet: bool = typer.Option(False)):
+    """Forget a request with UnlearnRec: one encoder pass (+ optional fine-tuning). Writes a new checkpoint
+    whose training set is the residual one, with the encoder state for the next request."""
+    import torch
+
+    from .data.requests import Request
+    from .train.checkpoint import load_checkpoint, save_checkpoint
+    from .train.runs import test_metrics
+    from .unlearn.influence_encoder import UnlearnRec
+
+    model, run, data, meta = load_checkpoint(checkpoint)
+    req = Request.load(request, data)
+    ie = UnlearnRec.load(checkpoint / ENCODER_DIR, model, data, progress=not quiet)
+    edges = req.edges
+    pairs = (torch.from_numpy(edges.users), torch.from_numpy(edges.items))
+    before_score = model.score_pairs(*pairs).mean().item()
+    before = test_metrics(model, data, ks=[20])
+    result = ie.unlearn(edges, finetune_epochs=finetune_epochs)
+    after = test_metrics(result.model, result.dataset, ks=[20])
+    after_score = result.model.score_pairs(*pairs).mean().item()
+    save_checkpoint(out, result.model, run, result.dataset, metrics={"test": after},
+                    extra={"unlearned_from": str(checkpoint), "request": str(request), "seconds": result.seconds})
+    ie.save(out / ENCODER_DIR)
+    print_table([{"": "request-edge mean score", "before": before_score, "after": after_score},
+                 {"": "test Recall@20", "before": before["Recall@20"], "after": after["Recall@20"]},
+                 {"": "test NDCG@20", "before": before["NDCG@20"], "after": after["NDCG@20"]},
+                 {"": "training edges", "before": len(data.train), "after": len(result.dataset.train)}],
+                title=f"forgot {len(edges)} edges in {result.seconds['total']:.2f}s "
+                      f"({', '.join(f'{k} {v:.2f}s' for k, v in result.seconds.items() if k != 'total')})")
+    console.print(f"unlearned checkpoint written to {out}")
+
+
+@app.command()
+@guarded
+def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"),
+          original: Path = typer.Option(..., help="the model before unlearning"),
+          request: Path = typer.Option(..., help="the request that was forgotten"),
+          retrain: Optional[Path] = typer.Option(None, help="retrained reference checkpoint; default: train "
+                                                 "(or reuse from cache) one on the residual data"),
+          json_out: Optional[Path] = typer.Option(None, help="append the report as a JSON line"),
+          quiet: bool = typer.Option(False)):
+    """Forgetting report of an unlearned model against a model retrained without the request."""
+    from .data.requests import Request
+    from .eval.forgetting import audit as run_audit, neighbourhood_utility
+    from .train.cache import train_cached
+    from .train.checkpoint import load_checkpoint
+    from .train.runs import test_metrics
+
+    orig_model, run, orig_data, _ = load_checkpoint(original)
+    req = Request.load(request, orig_data)
+    model, _, data, _ = load_checkpoint(checkpoint)
+    if data.train.keys.size != orig_data.train.subtract(req.edges).keys.size:
+        fail(f"{checkpoint} is not {original} with exactly this request forgotten (training sets differ)")
+    if retrain is not None:
+        reference, _, _, _ = load_checkpoint(retrain, data)
+    else:
+        reference, _, _ = train_cached(run, data, progress=not quiet)
+    report = run_audit(model, req.edges, data.train, data.test, original=orig_model, retrain=reference,
+                       valid=data.valid)
+    report.update({f"test_{k}": v for k, v in test_metrics(model, data, ks=[20]).items() if k != "users"})
+    report.update({f"retrain_test_{k}": v for k, v in test_metrics(reference, data, ks=[20]).items() if k != "users"})
+    report.update(neighbourhood_utility(model, req.edges, data.train, data.test, data.valid, ks=(20,)))
+    print_table([{"measure": k, "value": v} for k, v in report.items()], title=f"audit of {checkpoint}")
+    if json_out:
+        with open(json_out, "a") as fh:
+            fh.write(json.dumps({"checkpoint": str(checkpoint), "request": str(request), **report}) + "\n")
 
 
 bench_app = typer.Typer(help="Side-by-side benchmarks of unlearning methods.", no_args_is_help=True)

@@ -419,6 +419,23 @@ def adversarial_request(poisoned: Dataset, injected: Interactions, seed: int,
     return Request.create(poisoned, "adversarial", params or {}, seed, injected)
 
 
+def injected_edges(path: str | Path, clean: Dataset) -> Interactions:
+    """The edges of an adversarial request file, read against the clean dataset it was made from, so that
+    the poisoned dataset can be rebuilt (`poisoned_dataset(clean, edges)`) and its model trained."""
+    source = str(path)
+    data = _read_json(Path(path))
+    if not (isinstance(data, dict) and data.get("format") == FORMAT and data.get("kind") == "adversarial"):
+        raise DataError(f"{source}: not an adversarial request file (make one with "
+                        "`recunlearn request make --spec adversarial:1.0 --checkpoint CLEAN_MODEL`)")
+    if data.get("origin_hash") != clean.hash:
+        raise DataError(f"{source} was made from data {data.get('origin_hash')} of {data.get('dataset')!r}, "
+                        f"not from {clean.name!r} as loaded now ({clean.hash})")
+    columns = _require(data.get("edges", {}), ("user", "item"), f"{source}: edges")
+    users = clean.user_ids.index(columns["user"], kind="user")
+    items = clean.item_ids.index(columns["item"], kind="item")
+    return Interactions.from_arrays(users, items, clean.n_users, clean.n_items)
+
+
 # ----------------------------------------------------------------------------------------------- specs
 
 # Generators by kind, called as GENERATORS[kind](dataset, seed=seed, **params) with parse_spec's params;

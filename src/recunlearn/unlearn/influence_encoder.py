@@ -358,7 +358,7 @@ class UnlearnRec(Unlearner):
         torch.save(self.encoder.state_dict(), tmp)
         tmp.replace(path / "encoder.pt")
         meta = {"config": self.cfg.model_dump(), "model_fingerprint": fingerprint(self.e0),
-                "train_hash": self.dataset.train.hash, "layers": self.encoder.layers,
+                "train_hash": self.state.dataset.train.hash, "layers": self.encoder.layers,
                 "prepare_seconds": self.prepare_seconds, "history": self.history}
         (path / "encoder.json").write_text(json.dumps(meta, indent=2))
 

@@ -1,0 +1,49 @@
+"""Benchmark 1 (quality): Recall@20 / NDCG@20 on the test set after training with early stopping on
+validation Recall@20, with the wall time of training on this machine.
+
+    .venv/bin/python benchmarks/bench_quality.py --runs ml-1m:mf ml-1m:lightgcn ml-1m:sgl ml-1m:simgcl gowalla:lightgcn
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from recunlearn.bench.environment import machine_line
+from recunlearn.bench.results import append_results
+from recunlearn.bench.unlearnrec import make_run
+from recunlearn.data.registry import load_dataset
+from recunlearn.train.cache import train_cached
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", default=["ml-1m:lightgcn"], help="dataset:model pairs")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default="benchmarks/results/quality.jsonl")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="run overrides key=value")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print("machine:", machine_line(), flush=True)
+    for spec in args.runs:
+        dataset, model = spec.split(":")
+        run = make_run(dataset, model, dict(o.split("=", 1) for o in args.overrides))
+        data = load_dataset(dataset, seed=run.data.seed, valid_ratio=run.data.valid_ratio)
+        start = time.perf_counter()
+        _, meta, cached = train_cached(run, data, progress=False)
+        m = meta["metrics"]
+        row = {"model": model, "Recall@20": m["test"]["Recall@20"], "NDCG@20": m["test"]["NDCG@20"],
+               "valid_Recall@20": m["valid"]["Recall@20"], "best_epoch": m["best_epoch"],
+               "epochs_run": m["epochs_run"], "train_seconds": m["seconds"], "sec_per_epoch": m["seconds"] / m["epochs_run"],
+               "cached": cached, "wall_this_call": round(time.perf_counter() - start, 1)}
+        print(f"{dataset:8s} {model:9s} Recall@20 {row['Recall@20']:.4f} NDCG@20 {row['NDCG@20']:.4f} "
+              f"best epoch {row['best_epoch']}/{row['epochs_run']} train {row['train_seconds']:.0f}s "
+              f"({row['sec_per_epoch']:.1f} s/epoch)", flush=True)
+        append_results(args.out, [row], bench="quality", dataset=dataset, split_hash=data.hash,
+                       run=run.model_dump(mode="json"))
+
+
+if __name__ == "__main__":
+    main()

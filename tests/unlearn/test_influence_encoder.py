@@ -1,0 +1,198 @@
+"""UnlearnRec's influence encoder on tiny graphs where the right answer is known."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recunlearn.data.interactions import Dataset, IdMap, Interactions
+from recunlearn.models.registry import build_model, model_config
+from recunlearn.train.config import RunConfig
+from recunlearn.train.trainer import Trainer
+from recunlearn.unlearn import influence_encoder as ie_module
+from recunlearn.unlearn.influence_encoder import IEConfig, UnlearnRec, influence_matrix
+
+N_USERS, N_ITEMS = 60, 40
+
+
+def synthetic_dataset(seed: int = 0) -> Dataset:
+    """Two taste groups (users 0-29 like items 0-19, the rest items 20-39), split per user."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for u in range(N_USERS):
+        pool = np.arange(20) if u < 30 else np.arange(20, 40)
+        for i in rng.choice(pool, size=12, replace=False):
+            pairs.append((u, i))
+    pairs = np.array(pairs)
+    split = rng.random(len(pairs))
+    parts = [pairs[split < 0.8], pairs[(split >= 0.8) & (split < 0.9)], pairs[split >= 0.9]]
+    train, valid, test = (Interactions.from_arrays(p[:, 0], p[:, 1], N_USERS, N_ITEMS) for p in parts)
+    return Dataset("synthetic", train, valid, test, IdMap(np.arange(N_USERS)), IdMap(np.arange(N_ITEMS)))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    data = synthetic_dataset()
+    run = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16},
+                                    "train": {"epochs": 30, "batch_size": 128, "lr": 0.02, "patience": 30}})
+    model, _ = Trainer(run, progress=False).fit(data)
+    return model, data
+
+
+def small_config(**overrides) -> IEConfig:
+    base = dict(epochs=4, sim_every=2, batch_size=128, lr=0.05, preserve_group=64)
+    return IEConfig(**{**base, **overrides})
+
+
+def request_of(data: Dataset, n: int = 15, seed: int = 1) -> Interactions:
+    pick = np.random.default_rng(seed).choice(len(data.train), size=n, replace=False)
+    mask = np.zeros(len(data.train), dtype=bool)
+    mask[pick] = True
+    return data.train.select(mask)
+
+
+def request_scores(model, edges: Interactions) -> torch.Tensor:
+    model.invalidate()
+    return model.score_pairs(torch.from_numpy(edges.users), torch.from_numpy(edges.items))
+
+
+def test_idm_is_the_normalised_adjacency_of_the_request_alone():
+    edges = Interactions.from_arrays([0, 0, 1, 3], [0, 2, 2, 1], 5, 4)
+    idm = influence_matrix(edges)
+    assert idm.shape == (9, 9)
+    assert idm.values().numel() == 2 * len(edges)          # sparse: 2|E_Δ| non-zeros, no dense N×N
+    dense = idm.to_dense().numpy()
+    a = np.zeros((9, 9))
+    for u, i in zip(edges.users, edges.items):
+        a[u, 5 + i] = a[5 + i, u] = 1
+    deg = a.sum(1)
+    inv = np.where(deg > 0, 1 / np.sqrt(np.maximum(deg, 1)), 0.0)
+    np.testing.assert_allclose(dense, inv[:, None] * a * inv[None, :], atol=1e-7)
+    untouched = [2, 4, 5 + 3]                               # user 2, user 4, item 3 are in no request edge
+    assert np.all(dense[untouched] == 0) and np.isfinite(dense).all()
+    # user 0 has degree 2, item 2 degree 2 in the request: 1/sqrt(2*2)
+    assert dense[0, 5 + 2] == pytest.approx(0.5)
+
+
+def test_encoder_starts_as_identity_and_shift_follows_the_formula(trained):
+    model, data = trained
+    edges = request_of(data)
+    ie = UnlearnRec(small_config(epochs=1), progress=False)
+    ie._bind(model.clone(), data)
+    enc = ie.encoder
+    idm = influence_matrix(edges)
+    # H⁰ = 0 and an identity MLP with LeakyReLU(0.99): Ẽ₀ − E₀ = MLP(−γ Â_Δ^L (Ē ⊙ W_η))
+    ew = ie.final * 0.002
+    for _ in range(3):
+        ew = idm @ ew
+    expected_shift = -0.1 * ew
+    expected = enc.mlp_forward(expected_shift)
+    with torch.no_grad():
+        got = enc(ie.e0, ie.final, idm) - ie.e0
+    torch.testing.assert_close(got, expected.detach(), atol=1e-6, rtol=1e-5)
+    # nodes outside the request are not moved at all
+    touched = np.union1d(edges.users, edges.items + N_USERS)
+    untouched = np.setdiff1d(np.arange(N_USERS + N_ITEMS), touched)
+    assert torch.all(got[untouched] == 0)
+
+
+def test_one_encoder_step_lowers_request_scores(trained):
+    model, data = trained
+    edges = request_of(data)
+    ie = UnlearnRec(small_config(), progress=False)
+    ie._bind(model.clone(), data)
+    residual = data.train.subtract(edges)
+    from recunlearn.data.graph import build_graph
+    graph, idm = build_graph(residual), influence_matrix(edges)
+
+    def scores():
+        with torch.no_grad():
+            u, i = ie.model.embed(graph, ie.encoder(ie.e0, ie.final, idm))
+        return (u[edges.users] * i[edges.items]).sum(-1)
+
+    before = scores()
+    opt = torch.optim.Adam([ie.encoder.h0, ie.encoder.withdraw], lr=0.05)
+    u, i = ie.model.embed(graph, ie.encoder(ie.e0, ie.final, idm))
+    loss = ie_module.unlearning_loss(u, i, edges)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    after = scores()
+    assert after.mean() < before.mean()
+
+
+def test_pretraining_loss_decreases_and_selection_uses_heldout_data(trained):
+    model, data = trained
+    ie = UnlearnRec(small_config(epochs=6, sim_every=6), progress=False).prepare(model.clone(), data)
+    losses = [h["loss"] for h in ie.history]
+    assert losses[-1] < losses[0]
+    assert ie.selected in ie.history and ie.prepare_seconds > 0
+    # the MLP stays frozen during pre-training: still the identity
+    for layer in ie.encoder.mlp:
+        torch.testing.assert_close(layer.weight, torch.eye(layer.weight.shape[0]))
+
+
+def test_zero_shot_and_finetuning_forget_the_request(trained):
+    model, data = trained
+    edges = request_of(data)
+    ie = UnlearnRec(small_config(epochs=6), progress=False).prepare(model.clone(), data)
+    tuned = ie.fork()
+    original = request_scores(model, edges).mean()
+    zero = ie.unlearn(edges, finetune_epochs=0)
+    assert request_scores(zero.model, edges).mean() < original
+    assert zero.seconds["zero_shot"] > 0 and zero.kind == "approximate"
+    ft = tuned.unlearn(edges, finetune_epochs=3)
+    assert request_scores(ft.model, edges).mean() < original
+    assert ft.seconds["finetune"] > 0
+    # fine-tuning trained a copy of E₀ and the MLP: the result differs from the zero-shot one
+    assert not torch.allclose(ft.model.embedding.weight, zero.model.embedding.weight)
+
+
+def test_finetuning_never_feeds_forgotten_edges_as_positives(trained, monkeypatch):
+    model, data = trained
+    edges = request_of(data)
+    ie = UnlearnRec(small_config(epochs=1), progress=False).prepare(model.clone(), data)
+    seen = []
+    original_bpr_epoch = ie_module.bpr_epoch
+
+    def spy(train, rng, batch_size):
+        for users, pos, neg in original_bpr_epoch(train, rng, batch_size):
+            seen.append((users.copy(), pos.copy()))
+            yield users, pos, neg
+
+    monkeypatch.setattr(ie_module, "bpr_epoch", spy)
+    ie.unlearn(edges, finetune_epochs=2)
+    users = np.concatenate([s[0] for s in seen])
+    pos = np.concatenate([s[1] for s in seen])
+    assert users.size > 0
+    assert not edges.contains(users, pos).any()
+
+
+def test_sequential_requests_compose(trained):
+    model, data = trained
+    first, second = request_of(data, 10, seed=2), None
+    rest = data.train.subtract(first)
+    second = request_of(data.with_train(rest), 10, seed=3)
+    ie = UnlearnRec(small_config(epochs=2), progress=False).prepare(model.clone(), data)
+    ie.unlearn(first)
+    result = ie.unlearn(second)
+    assert result.forgotten.hash == first.union(second).hash
+    assert result.dataset.train.hash == data.train.subtract(first).subtract(second).hash
+    assert result.model.graph.source_hash == result.dataset.train.hash
+    with pytest.raises(ValueError, match="not in the current training set"):
+        ie.unlearn(first)                       # already forgotten: stays forgotten, cannot be forgotten twice
+
+
+def test_saved_encoder_refuses_another_model_or_data(trained, tmp_path):
+    model, data = trained
+    ie = UnlearnRec(small_config(epochs=1), progress=False).prepare(model.clone(), data)
+    ie.save(tmp_path / "ie")
+    loaded = UnlearnRec.load(tmp_path / "ie", model.clone(), data, progress=False)
+    torch.testing.assert_close(loaded.encoder.h0, ie.encoder.h0)
+    other = build_model(model_config("lightgcn", {"dim": 16}), N_USERS, N_ITEMS)
+    with pytest.raises(ValueError, match="different model weights"):
+        UnlearnRec.load(tmp_path / "ie", other, data, progress=False)
+    with pytest.raises(ValueError, match="pre-trained on training data"):
+        UnlearnRec.load(tmp_path / "ie", model.clone(), synthetic_dataset(seed=5), progress=False)
+    with pytest.raises(FileNotFoundError, match="recunlearn prepare"):
+        UnlearnRec.load(tmp_path / "missing", model.clone(), data, progress=False)
