@@ -292,25 +292,33 @@ def bench_unlearnrec(dataset: str = typer.Option("ml-100k"), backbone: str = typ
                      finetune_epochs: float = typer.Option(1.0, help="UnlearnRec fine-tuning epochs"),
                      baseline_epochs: int = typer.Option(1, help="Fine-tune baseline epochs"),
                      out: Path = typer.Option(Path("runs/bench/unlearnrec.jsonl"), help="JSON lines to append to"),
+                     threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
+                     stream: int = typer.Option(0, help="instead: split the request into N sequential requests"),
                      quiet: bool = typer.Option(False)):
     """Original, Retrain, Fine-tune, UnlearnRec zero-shot and + fine-tuning on one request, in one table."""
     from .bench.environment import machine_line
     from .bench.results import append_results
-    from .bench.unlearnrec import build_setting, make_run, run_benchmark, table_rows
+    from .bench.unlearnrec import STREAM_COLUMNS, build_setting, make_run, run_benchmark, run_stream, table_rows
     from .config import apply_overrides, load_config
     from .unlearn.influence_encoder import IEConfig
 
-    run = make_run(dataset, backbone, dict(o.split("=", 1) for o in set_ if "=" in o))
-    if any("=" not in o for o in set_):
-        fail(f"--set values must look like key=value, got {[o for o in set_ if '=' not in o]}")
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    run = make_run(dataset, backbone, set_)
     ie_config = load_config(IEConfig, None, ie_set)
     console.print(f"[bold]machine:[/] {machine_line()}")
     console.print_json(json.dumps({"run": run.model_dump(mode="json"), "ie": ie_config.model_dump()}))
     setting = build_setting(dataset, backbone, request, seed, run, progress=not quiet)
-    rows = run_benchmark(setting, ie_config, finetune_epochs, baseline_epochs, seed, progress=not quiet)
-    print_table(table_rows(rows), title=f"UnlearnRec on {dataset} / {backbone} / {request} "
-                                        f"({len(setting.edges)} request edges)")
-    append_results(out, rows, bench="unlearnrec", dataset=dataset, backbone=backbone, request=request, seed=seed,
+    title = f"UnlearnRec on {dataset} / {backbone} / {request} ({len(setting.edges)} request edges)"
+    if stream:
+        rows = run_stream(setting, ie_config, stream, seed=seed, progress=not quiet)
+        print_table([{c: row[c] for c in STREAM_COLUMNS} for row in rows], title=f"{title}, stream of {stream}")
+    else:
+        rows = run_benchmark(setting, ie_config, finetune_epochs, baseline_epochs, seed, progress=not quiet)
+        print_table(table_rows(rows), title=title)
+    append_results(out, rows, bench="unlearnrec-stream" if stream else "unlearnrec", dataset=dataset, backbone=backbone, request=request, seed=seed,
                    split_hash=setting.clean.hash, run=run.model_dump(mode="json"), ie=ie_config.model_dump())
     console.print(f"results appended to {out}")
 

@@ -184,13 +184,13 @@ def test_resume_continues_from_the_saved_epoch(ml100k, short_run, tmp_path):
 
     epochs_trained = []
     resumed_trainer = Trainer(run_config("train.epochs=4", "train.patience=2"), progress=False, checkpoint_dir=folder)
-    original = resumed_trainer._train_epoch
+    original = resumed_trainer.train_epoch
 
     def counting(model, optimizer, dataset, rng, gen, epoch):
         epochs_trained.append(epoch + 1)
         return original(model, optimizer, dataset, rng, gen, epoch)
 
-    resumed_trainer._train_epoch = counting
+    resumed_trainer.train_epoch = counting
     _, resumed = resumed_trainer.fit(ml100k, resume=True)
     assert epochs_trained == [3, 4]
     assert resumed.epochs_run == 4 and len(resumed.history) == 4

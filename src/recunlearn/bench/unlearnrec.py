@@ -40,10 +40,11 @@ class Setting:
     info: dict = field(default_factory=dict)
 
 
-def make_run(dataset: str, backbone: str, overrides: dict | None = None) -> RunConfig:
+def make_run(dataset: str, backbone: str, overrides: list[str] | None = None) -> RunConfig:
+    """The benchmark run config; `overrides` are `key=value` strings (type-checked like `--set`)."""
     from ..config import load_config
     base = {"data": {"name": dataset}, "model": {"name": backbone}, "train": dict(BENCH_TRAIN)}
-    return load_config(RunConfig, None, [f"{k}={v}" for k, v in (overrides or {}).items()], base=base)
+    return load_config(RunConfig, None, overrides or [], base=base)
 
 
 def build_setting(dataset: str, backbone: str, request: str, seed: int = 0, run: RunConfig | None = None,
@@ -68,8 +69,10 @@ def build_setting(dataset: str, backbone: str, request: str, seed: int = 0, run:
 
 
 def _row(method: str, model: Recommender, residual: Dataset, setting: Setting, retrain: Recommender | None,
-         seconds: float | None, kind: str, seed: int) -> dict:
-    utility = test_metrics(model, residual, ks=[20])
+         seconds: float | None, kind: str, seed: int, utility_data: Dataset | None = None) -> dict:
+    """Utility on `utility_data` (default: the residual data, whose training set is the mask); the audit
+    always on the residual data, where the request edges are no longer training edges."""
+    utility = test_metrics(model, utility_data or residual, ks=[20])
     forget = audit(model, setting.edges, residual.train, residual.test, original=setting.original,
                    retrain=retrain, valid=residual.valid, seed=seed)
     return {"method": method, "kind": kind, "Recall@20": utility["Recall@20"], "NDCG@20": utility["NDCG@20"],
@@ -80,11 +83,10 @@ def _row(method: str, model: Recommender, residual: Dataset, setting: Setting, r
 def run_benchmark(setting: Setting, ie_config: IEConfig, finetune_epochs: float = 1.0, baseline_epochs: int = 1,
                   seed: int = 0, progress: bool = True, cache_dir=None) -> list[dict]:
     data, edges = setting.dataset, setting.edges
-    rows = [_row("Original", setting.original, data.with_train(data.train), setting, None, None, "-", seed)]
-
     retrain = Retrain(setting.run, cache_dir, progress).prepare(setting.original, data).unlearn(edges)
     residual = retrain.dataset
     retrain_s = retrain.seconds["total"]
+    rows = [_row("Original", setting.original, residual, setting, retrain.model, None, "-", seed, utility_data=data)]
 
     finetune = FineTune(setting.run, epochs=baseline_epochs, progress=progress).prepare(setting.original, data).unlearn(edges)
 
@@ -93,19 +95,18 @@ def run_benchmark(setting: Setting, ie_config: IEConfig, finetune_epochs: float 
     zero = ie.unlearn(edges, finetune_epochs=0)
     tuned = ie_ft.unlearn(edges, finetune_epochs=finetune_epochs)
 
-    rows.append(_row("Retrain", retrain.model, residual, setting, None, retrain_s, "exact", seed))
+    rows.append(_row("Retrain", retrain.model, residual, setting, retrain.model, retrain_s, "exact", seed))
     rows.append(_row(f"Fine-tune ({baseline_epochs} ep)", finetune.model, residual, setting, retrain.model,
                      finetune.seconds["total"], "approximate", seed))
     rows.append(_row("UnlearnRec zero-shot", zero.model, residual, setting, retrain.model,
                      zero.seconds["total"], "approximate", seed))
     rows.append(_row(f"UnlearnRec + FT ({finetune_epochs:g} ep)", tuned.model, residual, setting, retrain.model,
                      tuned.seconds["total"], "approximate", seed))
-    retrain_mia = rows[1]["mia_auc"]
+    retrain_mia = next(row["mia_auc"] for row in rows if row["method"] == "Retrain")
     for row in rows:
         row["mia_gap_vs_retrain"] = abs(row["mia_auc"] - retrain_mia)
         row["speedup"] = retrain_s / row["unlearn_s"] if row["unlearn_s"] else None
         row["prepare_s"] = ie.prepare_seconds if row["method"].startswith("UnlearnRec") else None
-    rows[0]["unlearn_s"] = None
     return rows
 
 
@@ -115,3 +116,37 @@ TABLE_COLUMNS = ["method", "Recall@20", "NDCG@20", "forget_score", "nonedge_scor
 
 def table_rows(rows: list[dict]) -> list[dict]:
     return [{c: ("-" if row.get(c) is None else row[c]) for c in TABLE_COLUMNS} for row in rows]
+
+
+def run_stream(setting: Setting, ie_config: IEConfig, parts: int, finetune_epochs: float = 0.0, seed: int = 0,
+               progress: bool = True, cache_dir=None) -> list[dict]:
+    """A sequential stream: the request split into `parts` seeded sub-requests applied one after another
+    by UnlearnRec; at ¼, ½, ¾ and the end, utility and forgetting against Retrain on the same cumulative set."""
+    from ..data.requests import Request
+
+    data = setting.dataset
+    request = Request.create(data, "edges", {}, seed, setting.edges)
+    pieces = [p.edges for p in request.split(parts, seed=seed)]
+    marks = sorted({max(1, round(parts * f)) for f in (0.25, 0.5, 0.75, 1.0)})
+    ie = UnlearnRec(ie_config, progress=progress).prepare(setting.original.clone(), data)
+    rows, forgotten, spent = [], Interactions.empty(data.n_users, data.n_items), 0.0
+    for step, piece in enumerate(pieces, 1):
+        state = ie.unlearn(piece, finetune_epochs=finetune_epochs)
+        spent += state.seconds["total"]
+        forgotten = forgotten.union(piece)
+        if step not in marks:
+            continue
+        retrain = Retrain(setting.run, cache_dir, progress).prepare(setting.original, data).unlearn(forgotten)
+        cumulative = Setting(data, setting.original, setting.original_seconds, forgotten, setting.request,
+                             setting.run, setting.clean)
+        for method, model, seconds in (("Retrain", retrain.model, retrain.seconds["total"]),
+                                       ("UnlearnRec stream", state.model, spent)):
+            row = _row(method, model, retrain.dataset, cumulative, retrain.model, seconds,
+                       "exact" if method == "Retrain" else "approximate", seed)
+            row.update(step=step, of=parts, forgotten=len(forgotten))
+            rows.append(row)
+    return rows
+
+
+STREAM_COLUMNS = ["step", "of", "forgotten", "method", "Recall@20", "NDCG@20", "forget_score", "nonedge_score",
+                  "mia_auc", "unlearn_s"]

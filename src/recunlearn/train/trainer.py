@@ -68,7 +68,7 @@ class Trainer:
         epochs = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", disable=not self.progress,
                       initial=state["epoch"], total=cfg.epochs)
         for epoch in epochs:
-            loss = self._train_epoch(model, optimizer, dataset, rng, gen, epoch)
+            loss = self.train_epoch(model, optimizer, dataset, rng, gen, epoch)
             record = {"epoch": epoch + 1, "loss": loss, "seconds": round(time.perf_counter() - start, 2)}
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 metrics = self.validate(model, dataset)
@@ -95,7 +95,8 @@ class Trainer:
                              time.perf_counter() - start, state["history"])
         return model, result
 
-    def _train_epoch(self, model, optimizer, dataset, rng, gen, epoch) -> float:
+    def train_epoch(self, model, optimizer, dataset, rng, gen, epoch) -> float:
+        """One shuffled BPR pass over the training edges; returns the mean batch loss."""
         model.train()
         model.start_epoch(gen)
         n_batches = -(-len(dataset.train) // self.cfg.batch_size)
