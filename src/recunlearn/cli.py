@@ -16,6 +16,8 @@ from .config import ConfigError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Recommendation unlearning: train, unlearn, audit and benchmark recommenders.")
 console = Console()
+if not console.is_terminal:   # logs and pipes: wide enough that benchmark tables are not cut
+    console.width = 200
 err_console = Console(stderr=True)
 
 
