@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..data.interactions import Dataset
 from ..models.base import Recommender
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, read_meta
 from .config import RunConfig
 from .runs import train_and_save
 
@@ -32,9 +32,10 @@ def train_cached(run: RunConfig, dataset: Dataset, root: str | Path | None = Non
     """(model, checkpoint meta, loaded_from_cache). Trains and stores the checkpoint on a miss; the
     recorded training seconds travel with it so that speed-ups stay honest when the cache answers."""
     path = cache_root(root) / f"{run.model.name}-{run_key(run, dataset)}"
-    hit = (path / "config.json").is_file()
-    if not hit:
-        train_and_save(run, dataset, path, progress=progress)
+    started = (path / "config.json").is_file()
+    hit = started and read_meta(path).get("complete", False)
+    if not hit:   # an interrupted run resumes from its last epoch
+        train_and_save(run, dataset, path, progress=progress, resume=started)
     model, _, _, meta = load_checkpoint(path, dataset)
     meta["path"] = str(path)
     return model, meta, hit
