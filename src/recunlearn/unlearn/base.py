@@ -29,13 +29,19 @@ class Unlearner(ABC):
         self.prepare_seconds = 0.0
         self.state: UnlearnResult | None = None
 
-    @abstractmethod
     def prepare(self, model: Recommender, dataset: Dataset) -> "Unlearner":
-        """One-off set-up before any request (timed into `prepare_seconds`)."""
+        """One-off set-up before any request (timed into `prepare_seconds`); by default just the start state."""
+        self.state = UnlearnResult(model, dataset, Interactions.empty(dataset.n_users, dataset.n_items), {}, self.kind)
+        return self
 
     @abstractmethod
     def unlearn(self, edges: Interactions) -> UnlearnResult:
         """Forget `edges` (training pairs). Requests compose: each starts from the previous result."""
+
+    def _residual(self, edges: Interactions) -> Dataset:
+        """The current data without `edges`, after checking that they are current training edges."""
+        self._check_request(edges)
+        return self.state.dataset.with_train(self.state.dataset.train.subtract(edges))
 
     def _check_request(self, edges: Interactions) -> None:
         if self.state is None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 import copy
 import time
 
-from ..data.interactions import Dataset, Interactions
-from ..models.base import Recommender
+from ..data.interactions import Interactions
 from ..train.config import RunConfig
 from ..train.trainer import Trainer
 from .base import UnlearnResult, Unlearner
@@ -21,13 +20,8 @@ class FineTune(Unlearner):
         self.run = run.model_copy(update={"train": train})
         self.progress = progress
 
-    def prepare(self, model: Recommender, dataset: Dataset) -> "FineTune":
-        self.state = UnlearnResult(model, dataset, Interactions.empty(dataset.n_users, dataset.n_items), {}, self.kind)
-        return self
-
     def unlearn(self, edges: Interactions) -> UnlearnResult:
-        self._check_request(edges)
-        residual = self.state.dataset.with_train(self.state.dataset.train.subtract(edges))
+        residual = self._residual(edges)
         model = copy.deepcopy(self.state.model)
         for p in model.parameters():
             p.requires_grad_(True)

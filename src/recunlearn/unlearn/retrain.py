@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..data.interactions import Dataset, Interactions
-from ..models.base import Recommender
+from ..data.interactions import Interactions
 from ..train.cache import train_cached
 from ..train.config import RunConfig
 from .base import UnlearnResult, Unlearner
@@ -19,13 +18,8 @@ class Retrain(Unlearner):
         super().__init__()
         self.run, self.cache_dir, self.progress = run, cache_dir, progress
 
-    def prepare(self, model: Recommender, dataset: Dataset) -> "Retrain":
-        self.state = UnlearnResult(model, dataset, Interactions.empty(dataset.n_users, dataset.n_items), {}, self.kind)
-        return self
-
     def unlearn(self, edges: Interactions) -> UnlearnResult:
-        self._check_request(edges)
-        residual = self.state.dataset.with_train(self.state.dataset.train.subtract(edges))
+        residual = self._residual(edges)
         start = time.perf_counter()
         model, meta, cached = train_cached(self.run, residual, self.cache_dir, self.progress)
         # A cache hit reports the training time recorded when the reference was first trained.
