@@ -352,8 +352,8 @@ def test_recommend_never_returns_excluded_items(name, train, graph):
     assert isinstance(top, np.ndarray) and top.shape == (N_USERS, 10)
     assert not train.contains(np.repeat(users, 10), top.ravel()).any()
     assert all(len(set(row)) == 10 for row in top.tolist())
-    # without an exclusion the list is the plain top-k of the scores
-    plain = model.recommend(users[:3], k=5)
+    # with nothing excluded the list is the plain top-k of the scores
+    plain = model.recommend(users[:3], k=5, exclude_seen=False)
     expected = model.score(torch.as_tensor(users[:3])).topk(5, dim=1).indices.numpy()
     np.testing.assert_array_equal(np.sort(plain, axis=1), np.sort(expected, axis=1))
 
@@ -364,3 +364,26 @@ def test_same_seed_same_initial_weights(name, graph):
     torch.testing.assert_close(a.embedding.weight, b.embedding.weight, rtol=0, atol=0)
     assert not torch.equal(a.embedding.weight, c.embedding.weight)
     assert a.embedding.weight.std().item() == pytest.approx(0.1, rel=0.1)   # init_std default
+
+
+@pytest.fixture(scope="module")
+def ml100k(data_root):
+    from recunlearn.data.registry import load_dataset
+    return load_dataset("ml-100k", root=data_root, download=False)
+
+
+def test_fit_save_load_and_recommend_exclude_seen(tmp_path, ml100k):
+    """The scikit-learn style surface: fit returns self, save/load round-trips, recommend hides seen items."""
+    from recunlearn.models.base import Recommender
+    from recunlearn.train.config import TrainConfig
+
+    model = build_model(model_config("lightgcn", {"dim": 16}), ml100k.n_users, ml100k.n_items)
+    assert model.fit(ml100k, TrainConfig(epochs=1, batch_size=8192, lr=0.01)) is model
+    model.save(tmp_path / "ckpt")
+    loaded = Recommender.load(tmp_path / "ckpt")
+    users = torch.arange(5)
+    torch.testing.assert_close(loaded.score(users), model.score(users))
+    top = loaded.recommend(np.arange(50), k=10)
+    assert not ml100k.train.contains(np.repeat(np.arange(50), 10), top.ravel()).any()
+    unmasked = loaded.recommend(np.arange(50), k=10, exclude_seen=False)
+    assert ml100k.train.contains(np.repeat(np.arange(50), 10), unmasked.ravel()).any()

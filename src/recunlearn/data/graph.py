@@ -21,6 +21,7 @@ class Graph:
     n_users: int
     n_items: int
     source_hash: str
+    edges: Interactions | None = None     # the interactions the graph was built from (seen items)
 
     @property
     def n_nodes(self) -> int:
@@ -73,7 +74,7 @@ def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_i
 
 def build_graph(train: Interactions) -> Graph:
     adj = normalized_adjacency(train.users, train.items, train.n_users, train.n_items)
-    return Graph(adj, train.n_users, train.n_items, train.hash)
+    return Graph(adj, train.n_users, train.n_items, train.hash, train)
 
 
 class _SymmetricSpMM(torch.autograd.Function):

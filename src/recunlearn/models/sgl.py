@@ -45,7 +45,7 @@ class SGL(LightGCN):
         users, items = rows[user_side], cols[user_side] - self.n_users
         keep = torch.rand(users.numel(), generator=generator) >= self.config.drop_ratio
         adj = normalized_adjacency(users[keep].numpy(), items[keep].numpy(), self.n_users, self.n_items)
-        return Graph(adj, self.n_users, self.n_items, self.graph.source_hash)
+        return Graph(adj, self.n_users, self.n_items, self.graph.source_hash, self.graph.edges)
 
     def extra_loss(self, batch, graph: Graph | None, e0: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.views is None:
