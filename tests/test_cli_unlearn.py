@@ -1,0 +1,336 @@
+"""The unlearning commands end to end on ml-100k: request make, train --inject, prepare, unlearn, audit.
+
+Tiny settings throughout (3 training epochs, one encoder epoch); the trained checkpoints are shared by
+the tests of this file through module-scoped fixtures, and the model cache lives in a temporary folder.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from recunlearn.cli import app
+from recunlearn.data.interactions import DataError, Interactions
+from recunlearn.data.registry import load_dataset
+from recunlearn.data.requests import SPEC_FORMS, Request, random_request
+from recunlearn.train.checkpoint import load_checkpoint, read_meta
+
+TRAIN = ["--quiet", "--set", "train.epochs=3", "--set", "train.batch_size=8192", "--set", "train.lr=0.01"]
+ENCODER = ["--quiet", "--set", "epochs=1", "--set", "batch_size=8192", "--set", "lr=0.05"]
+NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?|nan|inf|-inf)"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def row(output: str, label: str) -> list[float]:
+    """The numeric cells of the table row whose first cell is `label`."""
+    match = re.search(rf"│\s*{re.escape(label)}\s*│(.*)│", output)
+    assert match, f"no row {label!r} in:\n{output}"
+    return [float(cell) for cell in match.group(1).split("│")]
+
+
+def edge_set(edges: Interactions) -> set[tuple[int, int]]:
+    return set(zip(edges.users.tolist(), edges.items.tolist()))
+
+
+def injected_of(path, data) -> Interactions:
+    """The edges of a request file, read by their original ids against `data`'s id maps."""
+    record = json.loads(path.read_text())
+    users = data.user_ids.index(record["edges"]["user"], kind="user")
+    items = data.item_ids.index(record["edges"]["item"], kind="item")
+    return Interactions.from_arrays(users, items, data.n_users, data.n_items)
+
+
+def assert_input_error(result, *fragments: str) -> str:
+    """Exit code 2 and a one-line message on stderr that names the problem, without a traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module", autouse=True)
+def model_cache(tmp_path_factory):
+    """Retrained references go to a fresh cache folder, never the user's."""
+    path = tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECUNLEARN_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def work(data_root, tmp_path_factory):
+    return tmp_path_factory.mktemp("cli-unlearn")
+
+
+@pytest.fixture(scope="module")
+def clean(data_root, work):
+    ml100k = load_dataset("ml-100k", data_root)
+    out = work / "clean"
+    ok(invoke("train", "--dataset", "ml-100k", "--model", "lightgcn", *TRAIN, "--out", out))
+    return out, ml100k
+
+
+@pytest.fixture(scope="module")
+def random_file(clean, work):
+    out = work / "random.json"
+    result = ok(invoke("request", "make", "--spec", "random:0.01", "--checkpoint", clean[0], "--out", out))
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def adversarial_file(clean, work):
+    out = work / "adversarial.json"
+    result = ok(invoke("request", "make", "--spec", "adversarial:1.0", "--checkpoint", clean[0], "--out", out))
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def poisoned(adversarial_file, work):
+    out = work / "poisoned"
+    result = ok(invoke("train", "--dataset", "ml-100k", "--model", "lightgcn", *TRAIN,
+                       "--inject", adversarial_file[0], "--out", out))
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def prepared(clean):
+    out, _ = clean
+    result = ok(invoke("prepare", "--checkpoint", out, *ENCODER))
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def unlearned(prepared, random_file, work):
+    out = work / "unlearned"
+    result = ok(invoke("unlearn", "--checkpoint", prepared[0], "--request", random_file[0], "--out", out,
+                       "--quiet"))
+    return out, result
+
+
+# ------------------------------------------------------------------------------------------ request make
+
+def test_random_request_file_holds_one_percent_of_the_training_edges(random_file, clean):
+    path, result = random_file
+    _, data = clean
+    record = json.loads(path.read_text())
+    assert record["kind"] == "random" and record["dataset"] == "ml-100k"
+    assert record["size"] == round(0.01 * len(data.train)) == 808
+    assert len(record["edges"]["user"]) == len(record["edges"]["item_index"]) == 808
+    assert record["data_hash"] == record["origin_hash"] == data.hash
+    request = Request.load(path, data)
+    assert len(request) == 808
+    assert data.train.contains(request.edges.users, request.edges.items).all()
+    # the seeded generator's draw, written with original ids
+    assert np.array_equal(request.edges.keys, random_request(data, 0.01, seed=0).edges.keys)
+    assert f"random request with 808 edges ({len(request.users())} users" in result.stdout
+
+
+def test_adversarial_request_injects_new_edges(adversarial_file, clean):
+    path, result = adversarial_file
+    _, data = clean
+    record = json.loads(path.read_text())
+    assert record["kind"] == "adversarial"
+    assert record["origin_hash"] == data.hash and record["data_hash"] != data.hash
+    injected = injected_of(path, data)
+    users, items = injected.users, injected.items
+    assert len(injected) == record["size"]
+    # one least-likely edge per user and one per item (fewer where the two coincide)
+    assert set(users.tolist()) == set(range(data.n_users))
+    assert set(items.tolist()) >= set(np.flatnonzero(data.train.item_degree() > 0).tolist())
+    assert max(data.n_users, data.n_items) < record["size"] <= data.n_users + data.n_items
+    for split in (data.train, data.valid, data.test):
+        assert not split.contains(users, items).any()
+    assert f"adversarial request with {record['size']} edges" in result.stdout
+
+
+def test_train_inject_trains_on_the_poisoned_graph(poisoned, adversarial_file, clean):
+    out, result = poisoned
+    _, data = clean
+    injected = injected_of(adversarial_file[0], data)
+    expected = data.train.union(injected)
+    assert len(expected) == len(data.train) + len(injected)
+    meta = read_meta(out)
+    assert meta["train_hash"] == expected.hash and meta["data_hash"] == data.hash
+    # reloading rebuilds exactly the poisoned training set; valid and test are untouched
+    _, _, reloaded, _ = load_checkpoint(out)
+    assert np.array_equal(reloaded.train.keys, expected.keys)
+    assert np.array_equal(reloaded.test.keys, data.test.keys)
+    assert reloaded.hash == json.loads(adversarial_file[0].read_text())["data_hash"]
+    assert f"checkpoint written to {out}" in result.stdout
+
+
+def test_adversarial_request_loads_against_the_poisoned_checkpoint_only(poisoned, adversarial_file, clean):
+    _, _, poisoned_data, _ = load_checkpoint(poisoned[0])
+    request = Request.load(adversarial_file[0], poisoned_data)
+    assert np.array_equal(poisoned_data.train.subtract(request.edges).keys, clean[1].train.keys)
+    # against the clean data the injected edges are not training edges
+    with pytest.raises(DataError, match="adversarial request deletes injected edges"):
+        Request.load(adversarial_file[0], clean[1])
+
+
+# ---------------------------------------------------------------------------------------------- prepare
+
+def test_prepare_writes_the_encoder_into_the_checkpoint(prepared, clean):
+    out, result = prepared
+    assert (out / "influence_encoder" / "encoder.pt").is_file()
+    meta = json.loads((out / "influence_encoder" / "encoder.json").read_text())
+    assert meta["config"]["epochs"] == 1 and meta["config"]["lr"] == 0.05
+    assert meta["train_hash"] == clean[1].train.hash
+    assert [check["epoch"] for check in meta["history"]] == [1]
+    assert "influence encoder pre-trained in" in result.stdout and "selected epoch 1" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------- unlearn
+
+def test_unlearn_writes_a_checkpoint_of_the_residual_model(unlearned, random_file, clean):
+    out, result = unlearned
+    _, data = clean
+    request = Request.load(random_file[0], data)
+    residual = data.train.subtract(request.edges)
+    assert len(residual) == len(data.train) - 808
+    meta = read_meta(out)
+    assert meta["train_hash"] == residual.hash
+    assert meta["unlearned_from"] == str(clean[0]) and meta["request"] == str(random_file[0])
+    model, _, reloaded, _ = load_checkpoint(out)
+    assert np.array_equal(reloaded.train.keys, residual.keys)
+    assert np.array_equal(reloaded.valid.keys, data.valid.keys) and np.array_equal(reloaded.test.keys, data.test.keys)
+    assert (out / "influence_encoder" / "encoder.pt").is_file()   # the state for the next request
+    assert f"unlearned checkpoint written to {out}" in result.stdout
+
+
+def test_unlearn_prints_before_and_after_and_lowers_the_request_scores(unlearned, clean, random_file):
+    out, result = unlearned
+    _, data = clean
+    assert "forgot 808 edges in" in result.stdout and "zero_shot" in result.stdout
+    assert row(result.stdout, "training edges") == [len(data.train), len(data.train) - 808]
+    before, after = row(result.stdout, "request-edge mean score")
+    assert np.isfinite([before, after]).all()
+    assert after < before
+    # the numbers are those of the two checkpoints
+    request = Request.load(random_file[0], data).edges
+    pairs = (torch.from_numpy(request.users), torch.from_numpy(request.items))
+    original, *_ = load_checkpoint(clean[0])
+    model, *_ = load_checkpoint(out)
+    assert original.score_pairs(*pairs).mean().item() == pytest.approx(before, abs=1e-4)
+    assert model.score_pairs(*pairs).mean().item() == pytest.approx(after, abs=1e-4)
+    recall_before, recall_after = row(result.stdout, "test Recall@20")
+    assert 0.05 < recall_before < 0.5 and 0.05 < recall_after < 0.5
+    assert read_meta(out)["metrics"]["test"]["Recall@20"] == pytest.approx(recall_after, abs=5e-5)
+
+
+def test_unlearning_the_same_request_twice_is_refused(unlearned, random_file, work):
+    out, _ = unlearned
+    again = work / "unlearned-twice"
+    result = invoke("unlearn", "--checkpoint", out, "--request", random_file[0], "--out", again, "--quiet")
+    assert_input_error(result, "is not a training interaction", "deleted from the training set earlier")
+    assert not again.exists()
+
+
+def test_unlearning_the_injected_edges_restores_the_clean_training_set(poisoned, adversarial_file, clean, work):
+    """The UnlearnRec protocol: forget exactly the injected edges of the poisoned model."""
+    source, _ = poisoned
+    # The request touches every user and item: one encoder epoch at lr 0.05 overshoots here (the injected
+    # edges then score higher than before), one at lr 0.01 forgets them.
+    ok(invoke("prepare", "--checkpoint", source, *ENCODER, "--set", "lr=0.01"))
+    assert json.loads((source / "influence_encoder" / "encoder.json").read_text())["config"]["lr"] == 0.01
+    out = work / "poisoned-unlearned"
+    result = ok(invoke("unlearn", "--checkpoint", source, "--request", adversarial_file[0], "--out", out, "--quiet"))
+    n_injected = json.loads(adversarial_file[0].read_text())["size"]
+    assert row(result.stdout, "training edges") == [len(clean[1].train) + n_injected, len(clean[1].train)]
+    before, after = row(result.stdout, "request-edge mean score")
+    assert after < before - 1.0
+    _, _, reloaded, _ = load_checkpoint(out)
+    assert np.array_equal(reloaded.train.keys, clean[1].train.keys)
+    assert reloaded.hash == clean[1].hash
+
+
+# ------------------------------------------------------------------------------------------------ audit
+
+def test_audit_reports_forgetting_against_a_retrained_model(unlearned, clean, random_file, work, model_cache):
+    out, _ = unlearned
+    results = work / "audit.jsonl"
+    result = ok(invoke("audit", "--checkpoint", out, "--original", clean[0], "--request", random_file[0],
+                       "--json-out", results, "--quiet"))
+    assert "audit of" in result.stdout    # the title wraps: the path is long
+    mia = row(result.stdout, "mia_auc")[0]
+    jaccard = row(result.stdout, "jaccard@20_vs_retrain")[0]
+    assert 0.0 <= mia <= 1.0 and 0.0 <= jaccard <= 1.0
+    lines = results.read_text().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["checkpoint"] == str(out) and report["request"] == str(random_file[0])
+    assert report["mia_auc"] == pytest.approx(mia, abs=5e-5)
+    assert report["jaccard@20_vs_retrain"] == pytest.approx(jaccard, abs=5e-5)
+    assert {"forget_score_mean", "diff_auc", "test_Recall@20", "retrain_test_Recall@20"} <= set(report)
+    assert report["audit_edges"] > 0
+    # the retrained reference was trained into the temporary cache; a second audit reuses it and appends
+    (entry,) = model_cache.glob("lightgcn-*")
+    assert read_meta(entry)["train_hash"] == read_meta(out)["train_hash"]
+    ok(invoke("audit", "--checkpoint", out, "--original", clean[0], "--request", random_file[0],
+              "--json-out", results, "--quiet"))
+    lines = results.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1]) == report
+    assert list(model_cache.glob("lightgcn-*")) == [entry]
+
+
+def test_audit_refuses_a_model_that_did_not_forget_this_request(clean, random_file):
+    result = invoke("audit", "--checkpoint", clean[0], "--original", clean[0], "--request", random_file[0], "--quiet")
+    assert_input_error(result, "not", "with exactly this request forgotten")
+
+
+# -------------------------------------------------------------------------------------------- bad input
+
+def test_unlearn_without_a_prepared_encoder_says_to_run_prepare(clean, random_file, work):
+    bare = work / "bare"
+    shutil.copytree(clean[0], bare, ignore=shutil.ignore_patterns("influence_encoder"))
+    result = invoke("unlearn", "--checkpoint", bare, "--request", random_file[0], "--out", work / "x", "--quiet")
+    assert_input_error(result, "no pre-trained influence encoder", "recunlearn prepare")
+    assert not (work / "x").exists()
+
+
+def test_adversarial_request_needs_the_clean_model(work):
+    out = work / "no-model.json"
+    result = invoke("request", "make", "--spec", "adversarial:1.0", "--out", out)
+    assert_input_error(result, "adversarial request needs the clean model", "--checkpoint")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("spec", ["random", "random:abc", "random:1.5", "user:0.1:popular", "shuffle:0.1",
+                                  "adversarial:1:1:1"])
+def test_malformed_spec_lists_the_valid_forms(work, spec):
+    out = work / "bad-spec.json"
+    result = invoke("request", "make", "--spec", spec, "--out", out)
+    line = assert_input_error(result, f"bad request spec {spec!r}")
+    for form in SPEC_FORMS:
+        assert form in line
+    assert not out.exists()
+
+
+def test_request_for_another_dataset_is_refused(prepared, clean, work):
+    other = work / "ml-1m-random.json"
+    ok(invoke("request", "make", "--spec", "random:0.001", "--dataset", "ml-1m", "--out", other))
+    assert json.loads(other.read_text())["dataset"] == "ml-1m"
+    for command in (["unlearn", "--checkpoint", prepared[0], "--out", work / "y"],
+                    ["audit", "--checkpoint", prepared[0], "--original", prepared[0]]):
+        result = invoke(*command, "--request", other, "--quiet")
+        assert_input_error(result, "request made for dataset 'ml-1m'", "this is dataset 'ml-100k'")
+    assert not (work / "y").exists()
