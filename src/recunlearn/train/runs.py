@@ -21,7 +21,7 @@ def train_and_save(run: RunConfig, dataset: Dataset, out: str | Path, progress: 
     trainer = Trainer(run, progress=progress, checkpoint_dir=out)
     model, result = trainer.fit(dataset, resume=resume)
     metrics = {"valid": trainer.validate(model, dataset), "test": test_metrics(model, dataset, run.eval.ks),
-               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": round(result.seconds, 1)}
+               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": result.seconds}
     # `complete` marks a finished run: per-epoch progress checkpoints in the same folder lack it.
     save_checkpoint(out, model, run, dataset, metrics=metrics, extra={"history": result.history, "complete": True})
     return metrics

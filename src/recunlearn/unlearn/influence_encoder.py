@@ -32,29 +32,29 @@ from .base import UnlearnResult, Unlearner
 class IEConfig(StrictConfig):
     """Defaults are the authors' settings (unlearnrec.md); every choice the paper leaves open is a field."""
 
-    layers: int | None = Field(None, description="IE propagation layers (default: the backbone's L)")
-    mlp_layers: int = 2
+    layers: int | None = Field(None, ge=1, description="IE propagation layers (default: the backbone's L)")
+    mlp_layers: int = Field(2, ge=1)
     leaky_slope: float = 0.99
     withdraw_init: float = 0.002
     gamma: float = 0.1
     # pre-training
-    epochs: int = 20
-    sim_every: int = 5
-    sim_rho: float = 0.1
-    lr: float = 1e-3
-    batch_size: int = 8192
+    epochs: int = Field(20, ge=1)
+    sim_every: int = Field(5, ge=1, description="epochs between fresh simulated requests")
+    sim_rho: float = Field(0.1, gt=0, lt=1, description="fraction of training edges per simulated request")
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8192, ge=1)
     lambda_u: float = 0.5
     lambda_p: float = 0.02
     lambda_c: float = 1e-3
     tau_p: float = 1.0
     preserve_group: int = Field(1024, ge=2, description="pairs per in-batch softmax of the preserving loss")
     tau_c: float = 1.0
-    contrast_drop: float = 0.05
-    select_every: int = 1
+    contrast_drop: float = Field(0.05, ge=0, lt=1)
+    select_every: int = Field(1, ge=1, description="epochs between held-out selection checks")
     seed: int = 0
     # fine-tuning
-    finetune_epochs: float = 0.0
-    finetune_lr: float = 1e-3
+    finetune_epochs: float = Field(0.0, ge=0)
+    finetune_lr: float = Field(1e-3, gt=0)
     finetune_lambda_u: float = 0.2
     finetune_lambda_p: float = 0.01
     finetune_tau_p: float = 10.0
