@@ -29,7 +29,7 @@ def main() -> None:
     print("machine:", machine_line(), flush=True)
     for spec in args.runs:
         dataset, model = spec.split(":")
-        run = make_run(dataset, model, dict(o.split("=", 1) for o in args.overrides))
+        run = make_run(dataset, model, args.overrides)
         data = load_dataset(dataset, seed=run.data.seed, valid_ratio=run.data.valid_ratio)
         start = time.perf_counter()
         _, meta, cached = train_cached(run, data, progress=False)
