@@ -68,6 +68,24 @@ def build_setting(dataset: str, backbone: str, request: str, seed: int = 0, run:
     return Setting(data, original, meta["metrics"]["seconds"], edges, request, run, clean, info)
 
 
+def prepared_encoder(setting: Setting, ie_config: IEConfig, progress: bool, cache_dir=None) -> UnlearnRec:
+    """The influence encoder pre-trained for the original model, cached by the model's weights, its data and
+    the encoder config: benchmarks of several requests on one model pre-train once (the time is recorded)."""
+    import hashlib
+    import json
+
+    from ..train.cache import cache_root
+    from ..unlearn.influence_encoder import fingerprint
+    key = hashlib.sha256(json.dumps([fingerprint(setting.original.embedding.weight), setting.dataset.train.hash,
+                                     ie_config.model_dump()], sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_root(cache_dir) / "encoders" / key
+    if (path / "encoder.pt").is_file():
+        return UnlearnRec.load(path, setting.original.clone(), setting.dataset, progress=progress)
+    ie = UnlearnRec(ie_config, progress=progress).prepare(setting.original.clone(), setting.dataset)
+    ie.save(path)
+    return ie
+
+
 def _row(method: str, model: Recommender, residual: Dataset, setting: Setting, retrain: Recommender | None,
          seconds: float | None, kind: str, seed: int, utility_data: Dataset | None = None) -> dict:
     """Utility on `utility_data` (default: the residual data, whose training set is the mask); the audit
@@ -90,7 +108,7 @@ def run_benchmark(setting: Setting, ie_config: IEConfig, finetune_epochs: float 
 
     finetune = FineTune(setting.run, epochs=baseline_epochs, progress=progress).prepare(setting.original, data).unlearn(edges)
 
-    ie = UnlearnRec(ie_config, progress=progress).prepare(setting.original.clone(), data)
+    ie = prepared_encoder(setting, ie_config, progress, cache_dir)
     ie_ft = ie.fork()
     zero = ie.unlearn(edges, finetune_epochs=0)
     tuned = ie_ft.unlearn(edges, finetune_epochs=finetune_epochs)
@@ -128,7 +146,7 @@ def run_stream(setting: Setting, ie_config: IEConfig, parts: int, finetune_epoch
     request = Request.create(data, "edges", {}, seed, setting.edges)
     pieces = [p.edges for p in request.split(parts, seed=seed)]
     marks = sorted({max(1, round(parts * f)) for f in (0.25, 0.5, 0.75, 1.0)})
-    ie = UnlearnRec(ie_config, progress=progress).prepare(setting.original.clone(), data)
+    ie = prepared_encoder(setting, ie_config, progress, cache_dir)
     rows, forgotten, spent = [], Interactions.empty(data.n_users, data.n_items), 0.0
     for step, piece in enumerate(pieces, 1):
         state = ie.unlearn(piece, finetune_epochs=finetune_epochs)

@@ -256,6 +256,9 @@ class UnlearnRec(Unlearner):
         orig_u, orig_i = self.final[:n_users], self.final[n_users:]
         base_e0 = self.e0 if trainable_e0 is None else trainable_e0
         n_batches = max(1, int(np.ceil(fraction * len(residual) / cfg.batch_size)))
+        # L_M is the backbone's own loss on the residual graph, self-supervised views included (SGL).
+        model.attach(graph)
+        model.start_epoch(torch.Generator().manual_seed(int(rng.integers(2**31))))
         total = 0.0
         batches = bpr_epoch(residual, rng, cfg.batch_size)
         for step in range(n_batches):
