@@ -196,3 +196,24 @@ def test_saved_encoder_refuses_another_model_or_data(trained, tmp_path):
         UnlearnRec.load(tmp_path / "ie", model.clone(), synthetic_dataset(seed=5), progress=False)
     with pytest.raises(FileNotFoundError, match="recunlearn prepare"):
         UnlearnRec.load(tmp_path / "missing", model.clone(), data, progress=False)
+
+
+def test_model_loss_includes_the_backbones_contrastive_term_on_the_residual_graph(monkeypatch):
+    """L_M is the backbone's own loss: for SGL its views are drawn from the residual graph and its ssl term counts."""
+    data = synthetic_dataset()
+    run = RunConfig.model_validate({"model": {"name": "sgl", "dim": 16},
+                                    "train": {"epochs": 2, "batch_size": 128, "lr": 0.02}})
+    model, _ = Trainer(run, progress=False).fit(data)
+    from recunlearn.models.sgl import SGL
+    seen = []
+    real_extra = SGL.extra_loss
+
+    def spy(self, batch, graph, e0):
+        terms = real_extra(self, batch, graph, e0)
+        seen.append(("ssl" in terms, self.graph.source_hash, self.views[0].source_hash if self.views else None))
+        return terms
+
+    monkeypatch.setattr(SGL, "extra_loss", spy)
+    UnlearnRec(small_config(epochs=1), progress=False).prepare(model, data)
+    assert seen and all(has_ssl for has_ssl, _, _ in seen)
+    assert all(graph != data.train.hash and view == graph for _, graph, view in seen)   # residual, not full graph
