@@ -301,7 +301,7 @@ def bench_unlearnrec(dataset: str = typer.Option("ml-100k"), backbone: str = typ
     from .bench.environment import machine_line
     from .bench.results import append_results
     from .bench.unlearnrec import STREAM_COLUMNS, build_setting, make_run, run_benchmark, run_stream, table_rows
-    from .config import apply_overrides, load_config
+    from .config import load_config
     from .unlearn.influence_encoder import IEConfig
 
     import torch

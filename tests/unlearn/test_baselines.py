@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from recunlearn.data.interactions import Dataset, IdMap, Interactions
+from recunlearn.data.interactions import Dataset, Interactions
 from recunlearn.train import trainer as trainer_module
 from recunlearn.train.cache import cache_root
 from recunlearn.train.checkpoint import read_meta
@@ -17,20 +17,6 @@ from recunlearn.unlearn.finetune import FineTune
 from recunlearn.unlearn.retrain import Retrain
 
 N_USERS, N_ITEMS = 60, 40
-
-
-def synthetic_dataset(seed: int = 0) -> Dataset:
-    """Two taste groups (users 0-29 like items 0-19, the rest items 20-39), split 8:1:1 per pair."""
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for u in range(N_USERS):
-        pool = np.arange(20) if u < 30 else np.arange(20, 40)
-        pairs += [(u, i) for i in rng.choice(pool, size=12, replace=False)]
-    pairs = np.array(pairs)
-    split = rng.random(len(pairs))
-    parts = [pairs[split < 0.8], pairs[(split >= 0.8) & (split < 0.9)], pairs[split >= 0.9]]
-    train, valid, test = (Interactions.from_arrays(p[:, 0], p[:, 1], N_USERS, N_ITEMS) for p in parts)
-    return Dataset("synthetic", train, valid, test, IdMap(np.arange(N_USERS)), IdMap(np.arange(N_ITEMS)))
 
 
 def make_run(**train) -> RunConfig:
@@ -60,8 +46,8 @@ def model_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def trained():
-    data = synthetic_dataset()
+def trained(synthetic):
+    data = synthetic()
     model, _ = Trainer(make_run(epochs=20, patience=20), progress=False).fit(data)
     return model, data
 

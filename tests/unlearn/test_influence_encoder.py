@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from recunlearn.data.interactions import Dataset, IdMap, Interactions
+from recunlearn.data.interactions import Dataset, Interactions
 from recunlearn.models.registry import build_model, model_config
 from recunlearn.train.config import RunConfig
 from recunlearn.train.trainer import Trainer
@@ -15,24 +15,9 @@ from recunlearn.unlearn.influence_encoder import IEConfig, UnlearnRec, influence
 N_USERS, N_ITEMS = 60, 40
 
 
-def synthetic_dataset(seed: int = 0) -> Dataset:
-    """Two taste groups (users 0-29 like items 0-19, the rest items 20-39), split per user."""
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for u in range(N_USERS):
-        pool = np.arange(20) if u < 30 else np.arange(20, 40)
-        for i in rng.choice(pool, size=12, replace=False):
-            pairs.append((u, i))
-    pairs = np.array(pairs)
-    split = rng.random(len(pairs))
-    parts = [pairs[split < 0.8], pairs[(split >= 0.8) & (split < 0.9)], pairs[split >= 0.9]]
-    train, valid, test = (Interactions.from_arrays(p[:, 0], p[:, 1], N_USERS, N_ITEMS) for p in parts)
-    return Dataset("synthetic", train, valid, test, IdMap(np.arange(N_USERS)), IdMap(np.arange(N_ITEMS)))
-
-
 @pytest.fixture(scope="module")
-def trained():
-    data = synthetic_dataset()
+def trained(synthetic):
+    data = synthetic()
     run = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16},
                                     "train": {"epochs": 30, "batch_size": 128, "lr": 0.02, "patience": 30}})
     model, _ = Trainer(run, progress=False).fit(data)
@@ -183,7 +168,7 @@ def test_sequential_requests_compose(trained):
         ie.unlearn(first)                       # already forgotten: stays forgotten, cannot be forgotten twice
 
 
-def test_saved_encoder_refuses_another_model_or_data(trained, tmp_path):
+def test_saved_encoder_refuses_another_model_or_data(trained, tmp_path, synthetic):
     model, data = trained
     ie = UnlearnRec(small_config(epochs=1), progress=False).prepare(model.clone(), data)
     ie.save(tmp_path / "ie")
@@ -193,14 +178,14 @@ def test_saved_encoder_refuses_another_model_or_data(trained, tmp_path):
     with pytest.raises(ValueError, match="different model weights"):
         UnlearnRec.load(tmp_path / "ie", other, data, progress=False)
     with pytest.raises(ValueError, match="pre-trained on training data"):
-        UnlearnRec.load(tmp_path / "ie", model.clone(), synthetic_dataset(seed=5), progress=False)
+        UnlearnRec.load(tmp_path / "ie", model.clone(), synthetic(seed=5), progress=False)
     with pytest.raises(FileNotFoundError, match="recunlearn prepare"):
         UnlearnRec.load(tmp_path / "missing", model.clone(), data, progress=False)
 
 
-def test_model_loss_includes_the_backbones_contrastive_term_on_the_residual_graph(monkeypatch):
+def test_model_loss_includes_the_backbones_contrastive_term_on_the_residual_graph(monkeypatch, synthetic):
     """L_M is the backbone's own loss: for SGL its views are drawn from the residual graph and its ssl term counts."""
-    data = synthetic_dataset()
+    data = synthetic()
     run = RunConfig.model_validate({"model": {"name": "sgl", "dim": 16},
                                     "train": {"epochs": 2, "batch_size": 128, "lr": 0.02}})
     model, _ = Trainer(run, progress=False).fit(data)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import torch
 
 from ..data.graph import Graph, normalized_adjacency
