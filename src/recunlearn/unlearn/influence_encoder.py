@@ -185,6 +185,8 @@ class UnlearnRec(Unlearner):
             u, i = model.embed()
         self.e0 = model.embedding.weight.detach().clone()
         self.final = torch.cat([u, i]).detach()
+        # Its own stream for the backbone's self-supervised views, so BPR sampling does not depend on them.
+        self.view_generator = torch.Generator().manual_seed(self.cfg.seed)
         if self.encoder is None:
             self.encoder = InfluenceEncoder(dataset.n_users + dataset.n_items, self.e0.shape[1], layers, self.cfg)
         self.state = UnlearnResult(model, dataset, Interactions.empty(dataset.n_users, dataset.n_items),
@@ -258,7 +260,7 @@ class UnlearnRec(Unlearner):
         n_batches = max(1, int(np.ceil(fraction * len(residual) / cfg.batch_size)))
         # L_M is the backbone's own loss on the residual graph, self-supervised views included (SGL).
         model.attach(graph)
-        model.start_epoch(torch.Generator().manual_seed(int(rng.integers(2**31))))
+        model.start_epoch(self.view_generator)
         total = 0.0
         batches = bpr_epoch(residual, rng, cfg.batch_size)
         for step in range(n_batches):
@@ -350,6 +352,8 @@ class UnlearnRec(Unlearner):
         other.e0, other.final = self.e0.clone(), self.final.clone()
         other.state = UnlearnResult(other.model, self.state.dataset, self.state.forgotten, {}, self.kind)
         other.prepare_seconds, other.history = self.prepare_seconds, list(self.history)
+        other.view_generator = torch.Generator()
+        other.view_generator.set_state(self.view_generator.get_state())
         return other
 
     # persistence ---------------------------------------------------------------------------------
