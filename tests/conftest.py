@@ -22,3 +22,12 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"real datasets not found at {root}; set RECUNLEARN_DATA to the folder that holds them")
     return root
+
+
+@pytest.fixture(scope="module")
+def isolated_model_cache(tmp_path_factory):
+    """Trained and retrained models of a test module go to a fresh cache folder, never the user's."""
+    path = tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECUNLEARN_CACHE", str(path))
+        yield path

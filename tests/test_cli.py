@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from recunlearn.cli import app
 from recunlearn.data.registry import load_dataset
 from recunlearn.train.checkpoint import read_meta
+from cli_helpers import assert_input_error
 
 TINY = ["--quiet", "--set", "train.epochs=2", "--set", "train.batch_size=8192"]
 METRIC_ROW = re.compile(r"│\s*((?:Recall|NDCG|Precision|HR)@\d+)\s*│\s*([0-9.]+)\s*│")
@@ -41,18 +42,6 @@ def checkpoint(data_root, tmp_path_factory):
     result = invoke("train", "--dataset", "ml-100k", "--model", "lightgcn", *TINY, "--out", out)
     assert result.exit_code == 0, result.output
     return out, result
-
-
-def assert_input_error(result, *fragments: str) -> str:
-    """Exit code 2 and a one-line message on stderr that names the problem, without a traceback."""
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 # -------------------------------------------------------------------------------------------------- datasets

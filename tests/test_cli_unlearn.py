@@ -19,6 +19,7 @@ from recunlearn.data.interactions import DataError, Interactions
 from recunlearn.data.registry import load_dataset
 from recunlearn.data.requests import SPEC_FORMS, Request, random_request
 from recunlearn.train.checkpoint import load_checkpoint, read_meta
+from cli_helpers import assert_input_error
 
 TRAIN = ["--quiet", "--set", "train.epochs=3", "--set", "train.batch_size=8192", "--set", "train.lr=0.01"]
 ENCODER = ["--quiet", "--set", "epochs=1", "--set", "batch_size=8192", "--set", "lr=0.05"]
@@ -53,27 +54,11 @@ def injected_of(path, data) -> Interactions:
     return Interactions.from_arrays(users, items, data.n_users, data.n_items)
 
 
-def assert_input_error(result, *fragments: str) -> str:
-    """Exit code 2 and a one-line message on stderr that names the problem, without a traceback."""
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
 # --------------------------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module", autouse=True)
-def model_cache(tmp_path_factory):
-    """Retrained references go to a fresh cache folder, never the user's."""
-    path = tmp_path_factory.mktemp("model-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RECUNLEARN_CACHE", str(path))
-        yield path
+def model_cache(isolated_model_cache):
+    return isolated_model_cache
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,8 @@ METRICS = ["Recall@20", "NDCG@20", "forget_score", "nonedge_score", "mia_auc", "
 
 
 @pytest.fixture(scope="module", autouse=True)
-def model_cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RECUNLEARN_CACHE", str(path))
-        yield path
+def model_cache(isolated_model_cache):
+    return isolated_model_cache
 
 
 @pytest.fixture(scope="module")
