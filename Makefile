@@ -32,12 +32,14 @@ test: install
 test-slow: install
 	$(BIN)/pytest -m slow
 
-# The recorded benchmarks (long: see BENCHMARKS.md for each one's command and figures).
+# The recorded benchmarks (hours on 2 cores; BENCHMARKS.md has each one's figures).
 bench: install
-	$(BIN)/python benchmarks/bench_quality.py --runs ml-1m:mf ml-1m:lightgcn ml-1m:sgl ml-1m:simgcl gowalla:lightgcn
+	$(BIN)/python benchmarks/bench_quality.py --threads 1 --runs ml-1m:lightgcn ml-1m:mf ml-1m:simgcl ml-1m:sgl gowalla:lightgcn
+	bash benchmarks/peers/setup_recbole.sh
+	$(BIN)/python benchmarks/bench_train_speed.py --dataset gowalla --epochs 1 --threads 1
 	$(BIN)/python benchmarks/bench_eval.py
-	$(BIN)/python benchmarks/bench_spmm.py
-	$(BIN)/recunlearn bench unlearnrec --dataset ml-1m --backbone lightgcn --request adversarial:1.0
+	$(BIN)/python benchmarks/bench_spmm.py --datasets ml-1m gowalla --repeats 5 --threads 1
+	bash benchmarks/unlearnrec_suite.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
