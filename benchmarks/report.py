@@ -27,7 +27,7 @@ def unlearnrec_tables(rows: list[dict]) -> None:
         print(f"Machine: {machine}\n")
         retrain = {r.get("step"): r for r in group if r["method"] == "Retrain"}
         cols = ["method", "Recall@20", "vs Retrain", "NDCG@20", "forget score", "non-edge score", "MIA AUC",
-                "|MIA − Retrain|", "forget rank", "Jaccard@20 vs Retrain", "unlearn s", "speed-up", "pre-train s"]
+                "MIA gap vs Retrain", "forget rank", "Jaccard@20 vs Retrain", "unlearn s", "speed-up", "pre-train s"]
         if bench.endswith("stream"):
             cols = ["step"] + cols[:8] + ["unlearn s"]
         print("| " + " | ".join(cols) + " |")
@@ -39,7 +39,7 @@ def unlearnrec_tables(rows: list[dict]) -> None:
                       "vs Retrain": fmt(r["Recall@20"] / ref["Recall@20"], 3) if ref else "-",
                       "NDCG@20": fmt(r["NDCG@20"]), "forget score": fmt(r["forget_score"], 3),
                       "non-edge score": fmt(r["nonedge_score"], 3), "MIA AUC": fmt(r["mia_auc"], 3),
-                      "|MIA − Retrain|": fmt(abs(r["mia_auc"] - ref["mia_auc"]), 3) if ref else "-",
+                      "MIA gap vs Retrain": fmt(abs(r["mia_auc"] - ref["mia_auc"]), 3) if ref else "-",
                       "forget rank": fmt(audit.get("forget_rank_pct"), 3),
                       "Jaccard@20 vs Retrain": fmt(audit.get("jaccard@20_vs_retrain"), 3),
                       "unlearn s": fmt(r.get("unlearn_s"), 3), "speed-up": fmt(r.get("speedup"), 1),
