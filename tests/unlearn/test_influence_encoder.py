@@ -202,3 +202,23 @@ def test_model_loss_includes_the_backbones_contrastive_term_on_the_residual_grap
     UnlearnRec(small_config(epochs=1), progress=False).prepare(model, data)
     assert seen and all(has_ssl for has_ssl, _, _ in seen)
     assert all(graph != data.train.hash and view == graph for _, graph, view in seen)   # residual, not full graph
+
+
+def test_request_scoped_h0_leaves_untouched_nodes_in_place(trained):
+    """With h0_scope="request", a trained (non-zero) H⁰ moves only the nodes the request touches; with the
+    paper's default ("all") H⁰ shifts every node."""
+    model, data = trained
+    edges = request_of(data)
+    idm = influence_matrix(edges)
+    touched = np.union1d(edges.users, edges.items + N_USERS)
+    untouched = np.setdiff1d(np.arange(N_USERS + N_ITEMS), touched)
+    shifts = {}
+    for scope in ("all", "request"):
+        ie = UnlearnRec(small_config(h0_scope=scope), progress=False)
+        ie._bind(model.clone(), data)
+        with torch.no_grad():
+            ie.encoder.h0.normal_(std=0.1, generator=torch.Generator().manual_seed(0))
+            shifts[scope] = ie.encoder(ie.e0, ie.final, idm) - ie.e0
+    assert torch.all(shifts["request"][untouched] == 0)
+    assert torch.all(shifts["all"][untouched].abs().sum(1) > 0)
+    torch.testing.assert_close(shifts["request"][touched], shifts["all"][touched])

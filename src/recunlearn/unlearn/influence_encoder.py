@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,6 +38,8 @@ class IEConfig(StrictConfig):
     leaky_slope: float = 0.99
     withdraw_init: float = 0.002
     gamma: float = 0.1
+    h0_scope: Literal["all", "request"] = Field(
+        "all", description="nodes whose H⁰ enters H̄: all (the paper's Σ_{l=0..L} H^l) or only the request's")
     # pre-training
     epochs: int = Field(20, ge=1)
     sim_every: int = Field(5, ge=1, description="epochs between fresh simulated requests")
@@ -78,7 +81,7 @@ class InfluenceEncoder(nn.Module):
 
     def __init__(self, n_nodes: int, dim: int, layers: int, cfg: IEConfig):
         super().__init__()
-        self.layers, self.gamma = layers, cfg.gamma
+        self.layers, self.gamma, self.h0_scope = layers, cfg.gamma, cfg.h0_scope
         self.h0 = nn.Parameter(torch.zeros(n_nodes, dim))
         self.withdraw = nn.Parameter(torch.full((n_nodes, 1), cfg.withdraw_init))
         self.mlp = nn.ModuleList(nn.Linear(dim, dim) for _ in range(cfg.mlp_layers))
@@ -100,7 +103,10 @@ class InfluenceEncoder(nn.Module):
         ew = final_emb * self.withdraw
         for _ in range(self.layers):
             ew = spmm(idm, ew)
-        return torch.stack(hs).sum(0) - self.gamma * ew
+        h0 = hs[0]
+        if self.h0_scope == "request":   # untouched nodes keep their embedding: shifts cannot compound
+            h0 = h0 * (idm.crow_indices().diff() > 0).unsqueeze(1)
+        return h0 + torch.stack(hs[1:]).sum(0) - self.gamma * ew
 
     def mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.mlp:
