@@ -263,7 +263,7 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
     orig_model, run, orig_data, _ = load_checkpoint(original)
     req = Request.load(request, orig_data)
     model, _, data, _ = load_checkpoint(checkpoint)
-    if data.train.keys.size != orig_data.train.subtract(req.edges).keys.size:
+    if data.train.hash != orig_data.train.subtract(req.edges).hash:
         fail(f"{checkpoint} is not {original} with exactly this request forgotten (training sets differ)")
     if retrain is not None:
         reference, _, _, _ = load_checkpoint(retrain, data)

@@ -26,6 +26,7 @@ from ..data.graph import Graph, bipartite_csr, build_graph, edge_norm, normalize
 from ..data.interactions import Dataset, Interactions
 from ..data.sampling import bpr_epoch
 from ..eval.ranking import evaluate
+from ..eval.scorer import EmbeddingScorer
 from ..models.base import Recommender
 from .base import UnlearnResult, Unlearner
 
@@ -209,7 +210,7 @@ class UnlearnRec(Unlearner):
         for p in enc.mlp.parameters():
             p.requires_grad_(False)
         opt = torch.optim.Adam([enc.h0, enc.withdraw], lr=cfg.lr)
-        heldout = self._simulate(rng)
+        selection_check = self._heldout_check(self._simulate(rng))
         best, best_state = None, copy.deepcopy(enc.state_dict())
         epochs = tqdm(range(cfg.epochs), desc="IE pre-training", disable=not self.progress)
         for epoch in epochs:
@@ -221,7 +222,7 @@ class UnlearnRec(Unlearner):
                                lambda_u=cfg.lambda_u, lambda_p=cfg.lambda_p, tau_p=cfg.tau_p,
                                lambda_c=cfg.lambda_c, fraction=1.0, trainable_e0=None)
             if (epoch + 1) % cfg.select_every == 0 or epoch + 1 == cfg.epochs:
-                check = self._selection_check(heldout)
+                check = selection_check()
                 check.update(epoch=epoch + 1, loss=loss)
                 self.history.append(check)
                 if best is None or _better(check, best):
@@ -238,22 +239,24 @@ class UnlearnRec(Unlearner):
         take = rng.random(len(train)) < self.cfg.sim_rho
         return train.select(take)
 
-    def _selection_check(self, heldout: Interactions) -> dict:
-        """Zero-shot on the held-out simulated request: validation Recall@20 and request-edge scores."""
+    def _heldout_check(self, heldout: Interactions):
+        """The selection check for a held-out simulated request; its graph, IDM and random pairs (almost
+        all non-edges) are built once and reused at every epoch."""
         residual = self.dataset.train.subtract(heldout)
-        graph = build_graph(residual)
-        with torch.no_grad():
-            e0 = self.encoder(self.e0, self.final, influence_matrix(heldout))
-            u, i = self.model.embed(graph, e0)
-        from ..eval.scorer import EmbeddingScorer
-        scorer = EmbeddingScorer(u, i)
-        recall = evaluate(scorer, self.dataset.valid, residual, ks=[20])["Recall@20"]
-        forget = scorer.score_pairs(torch.from_numpy(heldout.users), torch.from_numpy(heldout.items)).mean().item()
+        graph, idm = build_graph(residual), influence_matrix(heldout)
+        forget_pairs = (torch.from_numpy(heldout.users), torch.from_numpy(heldout.items))
         rng = np.random.default_rng(0)
-        ru = rng.integers(0, residual.n_users, 20000)
-        ri = rng.integers(0, residual.n_items, 20000)
-        nonedge = scorer.score_pairs(torch.from_numpy(ru), torch.from_numpy(ri)).mean().item()
-        return {"valid_recall": recall, "forget_score": forget, "nonedge_score": nonedge}
+        random_pairs = (torch.from_numpy(rng.integers(0, residual.n_users, 20000)),
+                        torch.from_numpy(rng.integers(0, residual.n_items, 20000)))
+
+        def check() -> dict:
+            """Zero-shot on the held-out request: validation Recall@20 and request-edge vs random scores."""
+            with torch.no_grad():
+                scorer = EmbeddingScorer(*self.model.embed(graph, self.encoder(self.e0, self.final, idm)))
+            return {"valid_recall": evaluate(scorer, self.dataset.valid, residual, ks=[20])["Recall@20"],
+                    "forget_score": scorer.score_pairs(*forget_pairs).mean().item(),
+                    "nonedge_score": scorer.score_pairs(*random_pairs).mean().item()}
+        return check
 
     def _epoch(self, opt, request: Interactions, residual: Interactions, graph: Graph, idm: torch.Tensor,
                rng, *, lambda_u, lambda_p, tau_p, lambda_c, fraction: float,
@@ -292,12 +295,12 @@ class UnlearnRec(Unlearner):
     def unlearn(self, edges: Interactions, finetune_epochs: float | None = None) -> UnlearnResult:
         """Zero-shot: one IE forward over the request's IDM and a readout over the residual graph; then
         optional fine-tuning of a copy of Ẽ₀ and the MLP on the residual data with the real request."""
-        self._check_request(edges)
         cfg = self.cfg
         finetune_epochs = cfg.finetune_epochs if finetune_epochs is None else finetune_epochs
         seconds = {}
         start = time.perf_counter()
-        residual = self.state.dataset.train.subtract(edges)
+        residual_data = self._residual(edges)
+        residual = residual_data.train
         graph = build_graph(residual)
         idm = influence_matrix(edges)
         with torch.no_grad():
@@ -308,7 +311,7 @@ class UnlearnRec(Unlearner):
             new_e0 = self._finetune(new_e0, edges, residual, graph, idm, finetune_epochs)
             seconds["finetune"] = time.perf_counter() - start
         seconds["total"] = sum(seconds.values())
-        return self._advance(new_e0, edges, residual, graph, seconds)
+        return self._advance(new_e0, edges, residual_data, graph, seconds)
 
     def _finetune(self, e0: torch.Tensor, edges, residual, graph, idm, epochs: float) -> torch.Tensor:
         """E₀ becomes a trainable copy of the zero-shot Ẽ₀ and the MLP is unfrozen; H⁰, W_η stay frozen.
@@ -333,7 +336,7 @@ class UnlearnRec(Unlearner):
         with torch.no_grad():
             return enc(e0_param, self.final, idm)
 
-    def _advance(self, new_e0, edges, residual, graph, seconds) -> UnlearnResult:
+    def _advance(self, new_e0, edges, residual: Dataset, graph, seconds) -> UnlearnResult:
         """Make the unlearned state current so that the next request composes on it."""
         model = copy.deepcopy(self.model)
         with torch.no_grad():
@@ -343,10 +346,9 @@ class UnlearnRec(Unlearner):
         with torch.no_grad():
             u, i = model.embed()
         self.model, self.e0, self.final = model, new_e0.detach(), torch.cat([u, i]).detach()
-        dataset = self.state.dataset.with_train(residual)
         forgotten = self.state.forgotten.union(edges)
-        self.state = UnlearnResult(model, dataset, forgotten, seconds, self.kind,
-                                   report={"request_edges": len(edges), "residual_edges": len(residual)})
+        self.state = UnlearnResult(model, residual, forgotten, seconds, self.kind,
+                                   report={"request_edges": len(edges), "residual_edges": len(residual.train)})
         return self.state
 
     def fork(self) -> "UnlearnRec":
