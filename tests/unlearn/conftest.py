@@ -27,3 +27,21 @@ def synthetic_dataset(seed: int = 0) -> Dataset:
 def synthetic():
     """The generator `synthetic_dataset(seed=0)`, for tests that need one or several such datasets."""
     return synthetic_dataset
+
+
+@pytest.fixture
+def batch_spy(monkeypatch):
+    """`batch_spy(module)` replaces `module.bpr_epoch` with a wrapper and returns the list of every
+    (users, positives) batch it yields, to check what a training loop fed in as positives."""
+    def install(module) -> list:
+        seen = []
+        real = module.bpr_epoch
+
+        def spy(train, rng, batch_size):
+            for users, pos, neg in real(train, rng, batch_size):
+                seen.append((users.copy(), pos.copy()))
+                yield users, pos, neg
+
+        monkeypatch.setattr(module, "bpr_epoch", spy)
+        return seen
+    return install

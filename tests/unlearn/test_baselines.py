@@ -138,18 +138,9 @@ def test_retrain_requests_compose(trained, fit_calls):
 # ----------------------------------------------------------------------------------------------- Fine-tune
 
 @pytest.fixture
-def batches(monkeypatch):
+def batches(batch_spy):
     """Every (users, positives) batch the trainer draws."""
-    seen = []
-    real_bpr_epoch = trainer_module.bpr_epoch
-
-    def spy(train, rng, batch_size):
-        for users, pos, neg in real_bpr_epoch(train, rng, batch_size):
-            seen.append((users.copy(), pos.copy()))
-            yield users, pos, neg
-
-    monkeypatch.setattr(trainer_module, "bpr_epoch", spy)
-    return seen
+    return batch_spy(trainer_module)
 
 
 def positives(seen) -> Interactions:

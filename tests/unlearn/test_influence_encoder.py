@@ -133,19 +133,11 @@ def test_zero_shot_and_finetuning_forget_the_request(trained):
     assert not torch.allclose(ft.model.embedding.weight, zero.model.embedding.weight)
 
 
-def test_finetuning_never_feeds_forgotten_edges_as_positives(trained, monkeypatch):
+def test_finetuning_never_feeds_forgotten_edges_as_positives(trained, batch_spy):
     model, data = trained
     edges = request_of(data)
     ie = UnlearnRec(small_config(epochs=1), progress=False).prepare(model.clone(), data)
-    seen = []
-    original_bpr_epoch = ie_module.bpr_epoch
-
-    def spy(train, rng, batch_size):
-        for users, pos, neg in original_bpr_epoch(train, rng, batch_size):
-            seen.append((users.copy(), pos.copy()))
-            yield users, pos, neg
-
-    monkeypatch.setattr(ie_module, "bpr_epoch", spy)
+    seen = batch_spy(ie_module)
     ie.unlearn(edges, finetune_epochs=2)
     users = np.concatenate([s[0] for s in seen])
     pos = np.concatenate([s[1] for s in seen])
