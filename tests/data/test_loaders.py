@@ -100,33 +100,16 @@ def test_udata_columns_and_types(tmp_path, name):
     assert frame.to_numpy().tolist() == [[196, 242, 3, 881250949], [186, 302, 3, 891717742]]
 
 
-def test_udata_extra_field_names_the_line(tmp_path):
-    path = write(tmp_path / "u.data", "1\t2\t3\t4\n5\t6\t7\t8\t9\n")
-    with pytest.raises(DataError, match=r"u\.data, line 2: 5 tab-separated fields, expected 4"):
-        read_udata(path)
-
-
-def test_udata_missing_field_names_the_line(tmp_path):
-    path = write(tmp_path / "u.data", "1\t2\t3\t4\n\n5\t6\t7\t8\n5\t6\n")
-    with pytest.raises(DataError, match=r"line 4: field 3 is empty or missing \(expected 4 tab-separated fields\)"):
-        read_udata(path)
-
-
-def test_udata_short_first_line_is_blamed(tmp_path):
-    path = write(tmp_path / "u.data", "1\t2\n5\t6\t7\t8\n")
-    with pytest.raises(DataError, match=r"line 1: 2 tab-separated fields, expected 4"):
-        read_udata(path)
-
-
-def test_udata_text_id_names_the_line(tmp_path):
-    path = write(tmp_path / "u.data", "1\t2\t3\t4\n1\tabc\t3\t4\n")
-    with pytest.raises(DataError, match=r"line 2: item 'abc' is not an integer id"):
-        read_udata(path)
-
-
-def test_udata_non_numeric_rating(tmp_path):
-    path = write(tmp_path / "u.data", "1\t2\t3\t4\n1\t3\tgood\t4\n")
-    with pytest.raises(DataError, match=r"line 2: rating 'good' is not a number"):
+@pytest.mark.parametrize("content, message", [
+    ("1\t2\t3\t4\n5\t6\t7\t8\t9\n", r"u\.data, line 2: 5 tab-separated fields, expected 4"),
+    ("1\t2\t3\t4\n\n5\t6\t7\t8\n5\t6\n", r"line 4: field 3 is empty or missing \(expected 4 tab-separated fields\)"),
+    ("1\t2\n5\t6\t7\t8\n", r"line 1: 2 tab-separated fields, expected 4"),
+    ("1\t2\t3\t4\n1\tabc\t3\t4\n", r"line 2: item 'abc' is not an integer id"),
+    ("1\t2\t3\t4\n1\t3\tgood\t4\n", r"line 2: rating 'good' is not a number"),
+], ids=["extra field", "missing field", "short first line", "text id", "non-numeric rating"])
+def test_udata_malformed_line_names_the_line_and_problem(tmp_path, content, message):
+    path = write(tmp_path / "u.data", content)
+    with pytest.raises(DataError, match=message):
         read_udata(path)
 
 
