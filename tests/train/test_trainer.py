@@ -147,6 +147,24 @@ def test_validation_every_few_epochs_and_at_the_last_one(monkeypatch):
     assert (result.best_epoch, result.epochs_run) == (4, 5)
 
 
+@pytest.mark.parametrize("min_lr, last_lr", [(0.0, 0.0025), (0.004, 0.004)])
+def test_learning_rate_decays_when_validation_stalls(monkeypatch, min_lr, last_lr):
+    # best, best, stall, stall -> x0.5; best, stall, stall -> x0.5 again (not below min_lr)
+    scripted = ScriptedValidation([0.1, 0.3, 0.2, 0.2, 0.4, 0.3, 0.3, 0.1])
+    trainer = Trainer(run_config("train.epochs=8", "train.patience=5", "train.lr_decay=0.5",
+                                 "train.lr_decay_patience=1", f"train.min_lr={min_lr}", "model.dim=8"),
+                      progress=False)
+    monkeypatch.setattr(trainer, "validate", scripted)
+    _, result = trainer.fit(tiny_dataset())
+    assert [r["lr"] for r in result.history] == pytest.approx([0.01] * 4 + [0.005] * 3 + [last_lr])
+    assert result.best_epoch == 5
+
+
+def test_constant_learning_rate_by_default(short_run):
+    _, _, result, _ = short_run
+    assert {r["lr"] for r in result.history} == {0.01}
+
+
 # ------------------------------------------------------------------------------------------------- seeding
 
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(ml100k):
@@ -225,7 +243,9 @@ def test_progress_checkpoint_holds_the_best_weights_and_the_resume_state(short_r
 def test_resumed_run_equals_the_uninterrupted_run_for_every_backbone(name, tmp_path):
     """Random state too is restored: SGL's views, SimGCL's noise and the negative sampler continue where they were."""
     data = tiny_dataset(2)
-    config = ("train.patience=10", f"model.name={name}", "model.dim=8")
+    # lr decays after every stalled validation, so the scheduler's state must be restored too
+    config = ("train.patience=10", "train.lr_decay=0.5", "train.lr_decay_patience=0", f"model.name={name}",
+              "model.dim=8")
     full_model, full = Trainer(run_config("train.epochs=4", *config), progress=False).fit(data)
     Trainer(run_config("train.epochs=2", *config), progress=False, checkpoint_dir=tmp_path).fit(data)
     # something else draws from torch's global generator in between (another model, another test)
@@ -234,3 +254,4 @@ def test_resumed_run_equals_the_uninterrupted_run_for_every_backbone(name, tmp_p
                              checkpoint_dir=tmp_path).fit(data, resume=True)
     assert scalar_history(resumed.history) == scalar_history(full.history)
     assert same_weights(model.state_dict(), full_model.state_dict())
+    assert len({r["lr"] for r in full.history}) > 1 or name == "mf"

@@ -22,8 +22,12 @@ def cache_root(root: str | Path | None = None) -> Path:
 
 
 def run_key(run: RunConfig, dataset: Dataset) -> str:
+    train = run.train.model_dump(mode="json")
+    if run.train.lr_decay == 1:   # a constant lr: the decay settings change nothing, so keys stay as before
+        for unused in ("lr_decay", "lr_decay_patience", "min_lr"):
+            train.pop(unused)
     payload = json.dumps({"data": dataset.hash, "model": run.model.model_dump(mode="json"),
-                          "train": run.train.model_dump(mode="json")}, sort_keys=True)
+                          "train": train}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 

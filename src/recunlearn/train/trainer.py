@@ -57,19 +57,24 @@ class Trainer:
         model = model or build_model(self.run.model, dataset.n_users, dataset.n_items)
         model.attach(build_graph(dataset.train))
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        # Decays lr when validation stalls (None: constant lr).
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=cfg.lr_decay, patience=cfg.lr_decay_patience, threshold=0.0,
+            min_lr=cfg.min_lr) if cfg.lr_decay < 1 else None
         rng = np.random.default_rng(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         state = {"epoch": 0, "best_metric": -1.0, "best_epoch": 0, "bad": 0, "history": []}
         best_weights = copy.deepcopy(model.state_dict())
         if resume:
-            state, best_weights, rng, gen = self._restore(model, optimizer, state, best_weights, rng, gen)
+            state, best_weights, rng, gen = self._restore(model, optimizer, scheduler, state, best_weights, rng, gen)
 
         start = time.perf_counter() - state.get("seconds", 0.0)
         epochs = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", disable=not self.progress,
                       initial=state["epoch"], total=cfg.epochs)
         for epoch in epochs:
             loss = self.train_epoch(model, optimizer, dataset, rng, gen, epoch)
-            record = {"epoch": epoch + 1, "loss": loss, "seconds": round(time.perf_counter() - start, 2)}
+            record = {"epoch": epoch + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+                      "seconds": round(time.perf_counter() - start, 2)}
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 metrics = self.validate(model, dataset)
                 record.update(metrics)
@@ -79,13 +84,15 @@ class Trainer:
                     best_weights = copy.deepcopy(model.state_dict())
                 else:
                     state["bad"] += 1
+                if scheduler is not None:
+                    scheduler.step(value)
                 epochs.set_postfix(loss=f"{loss:.4f}", **{cfg.metric: f"{value:.4f}"},
                                    best=f"{state['best_metric']:.4f}@{state['best_epoch']}")
             state["history"].append(record)
             state["epoch"] = epoch + 1
             state["seconds"] = time.perf_counter() - start
             if self.checkpoint_dir is not None:
-                self._save_progress(model, optimizer, dataset, state, best_weights, rng, gen)
+                self._save_progress(model, optimizer, scheduler, dataset, state, best_weights, rng, gen)
             if state["bad"] >= cfg.patience:
                 break
         model.load_state_dict(best_weights)
@@ -124,7 +131,7 @@ class Trainer:
                                           batch_size=self.run.eval.batch_size).items() if k != "users"}
 
     # --- checkpoints -----------------------------------------------------------------------------
-    def _save_progress(self, model, optimizer, dataset, state, best_weights, rng, gen) -> None:
+    def _save_progress(self, model, optimizer, scheduler, dataset, state, best_weights, rng, gen) -> None:
         """Checkpoint the best weights so far (the deliverable) plus everything needed to resume."""
         current = copy.deepcopy(model.state_dict())
         model.load_state_dict(best_weights)
@@ -132,13 +139,15 @@ class Trainer:
                          "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                          "scalars": torch.tensor([state["epoch"], state["best_epoch"], state["bad"]]),
                          "floats": torch.tensor([state["best_metric"], state["seconds"]], dtype=torch.float64)}
+        if scheduler is not None:
+            trainer_state["scheduler"] = scheduler.state_dict()
         save_checkpoint(self.checkpoint_dir, model, self.run, dataset,
                         metrics={"valid": _best_record(state)},
                         extra={"history": state["history"], "rng_state": rng.bit_generator.state},
                         tensors={TRAINER_STATE: trainer_state})
         model.load_state_dict(current)
 
-    def _restore(self, model, optimizer, state, best_weights, rng, gen):
+    def _restore(self, model, optimizer, scheduler, state, best_weights, rng, gen):
         from .checkpoint import read_meta
         saved = load_tensors(self.checkpoint_dir, TRAINER_STATE)
         if saved is None:
@@ -147,6 +156,8 @@ class Trainer:
         best_weights = torch.load(self.checkpoint_dir / "weights.pt", weights_only=True)
         model.load_state_dict(saved["current"])
         optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None and "scheduler" in saved:
+            scheduler.load_state_dict(saved["scheduler"])
         gen.set_state(saved["gen"])
         if "torch_rng" in saved:   # the global generator: SimGCL's noise, dropout
             torch.set_rng_state(saved["torch_rng"])
