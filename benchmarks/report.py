@@ -19,11 +19,15 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def unlearnrec_tables(rows: list[dict]) -> None:
-    groups = defaultdict(list)
+    # One table per bench invocation: its rows are consecutive and begin with the Original (step 1 of a stream).
+    groups, run = defaultdict(list), 0
     for row in rows:
-        groups[(row["bench"], row["dataset"], row["backbone"], row["request"], row["machine"])].append(row)
-    for (bench, dataset, backbone, request, machine), group in groups.items():
-        print(f"\n#### {dataset} / {backbone} / {request}{' (stream)' if bench.endswith('stream') else ''}\n")
+        run += row["method"] == "Original" and row.get("step", 1) == 1
+        groups[(run, row["bench"], row["dataset"], row["backbone"], row["request"], row["machine"])].append(row)
+    for (_, bench, dataset, backbone, request, machine), group in groups.items():
+        methods = ", ".join(r["method"] for r in group if r["method"].startswith("UnlearnRec +"))
+        print(f"\n#### {dataset} / {backbone} / {request}{' (stream)' if bench.endswith('stream') else ''}"
+              f"{f' ({methods})' if methods else ''}\n")
         print(f"Machine: {machine}\n")
         retrain = {r.get("step"): r for r in group if r["method"] == "Retrain"}
         cols = ["method", "Recall@20", "vs Retrain", "NDCG@20", "forget score", "non-edge score", "MIA AUC",
