@@ -1,7 +1,7 @@
 """SimGCL (Yu et al., SIGIR 2022): contrast two views made by adding small random noise at every layer.
 
 Final embeddings average layers 0..L, as in LightGCN and in the SSLRec and RecBole-GNN implementations
-that UnlearnRec's reported SimGCL numbers come from. The SimGCL paper averages layers 1..L
+of SimGCL. The SimGCL paper averages layers 1..L
 (`readout_e0=False`); on the dense MovieLens graphs that readout does not train: the propagated layers of
 a random E^0 are small and nearly parallel (over-smoothing), so the cosine InfoNCE gradient on E^0 is
 about 200x the BPR gradient and the BPR term stays at log 2 (validation Recall@20 on ml-100k: 0.09
