@@ -408,7 +408,7 @@ def test_sgl_with_its_contrastive_term_learns_about_as_well_as_lightgcn(ml100k):
 
 def test_simgcl_with_its_contrastive_term_learns_at_least_as_well_as_lightgcn(ml100k):
     """SimGCL at its default SSL weight, noise and temperature trains past LightGCN on ml-100k and stays
-    there. With the paper's readout (layers 1..L) it peaked after one epoch at 0.78x LightGCN and then fell
+    there. With the paper's readout (layers 1..L) it peaked after two epochs at 0.78x LightGCN and then fell
     to a quarter of it, its BPR term held at log 2 by InfoNCE."""
     from recunlearn.train.config import RunConfig
     from recunlearn.train.trainer import Trainer
