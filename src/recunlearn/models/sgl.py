@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 
 from ..data.graph import Graph, normalized_adjacency
-from .base import info_nce
+from .base import batch_info_nce
 from .lightgcn import LightGCN, LightGCNConfig
 
 
@@ -52,10 +52,5 @@ class SGL(LightGCN):
         users, pos, _ = batch
         (u1, i1), (u2, i2) = (self.embed(view, e0) for view in self.views)
         uu, ii = torch.unique(users), torch.unique(pos)
-        # SGL sums both BPR and InfoNCE over the batch (loss = Σ bpr + λ Σ_{unique u, i} nce). BPR is a
-        # batch mean here, so the InfoNCE sum is divided by the batch size too. Averaging it over the
-        # unique nodes instead would scale λ by B / n_unique: about 3x (B = 2048) to 9x (B = 8192) on
-        # ml-100k, strong enough to keep the BPR term at log 2 for whole epochs.
-        t = self.config.ssl_temp
-        ssl = (uu.numel() * info_nce(u1[uu], u2[uu], t) + ii.numel() * info_nce(i1[ii], i2[ii], t)) / users.numel()
+        ssl = batch_info_nce([(u1[uu], u2[uu]), (i1[ii], i2[ii])], users.numel(), self.config.ssl_temp)
         return {"ssl": self.config.ssl_weight * ssl}

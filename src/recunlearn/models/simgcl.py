@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.graph import Graph, spmm
-from .base import ModelConfig, Recommender, info_nce
+from .base import ModelConfig, Recommender, batch_info_nce
 
 
 class SimGCLConfig(ModelConfig):
@@ -47,8 +47,5 @@ class SimGCL(Recommender):
         v1 = self.readout(e0, graph, noisy=True)
         v2 = self.readout(e0, graph, noisy=True)
         uu, ii = torch.unique(users), torch.unique(pos) + self.n_users
-        # The InfoNCE sums over the batch's unique users and items, divided by the batch size like BPR
-        # (the per-sample weighting of the reference implementations; see SGL).
-        t = self.config.ssl_temp
-        ssl = (uu.numel() * info_nce(v1[uu], v2[uu], t) + ii.numel() * info_nce(v1[ii], v2[ii], t)) / users.numel()
+        ssl = batch_info_nce([(v1[uu], v2[uu]), (v1[ii], v2[ii])], users.numel(), self.config.ssl_temp)
         return {"ssl": self.config.ssl_weight * ssl}
