@@ -1,6 +1,8 @@
 """Trained-model cache: keyed by data content and config; an interrupted entry resumes, never counts as a hit."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,18 @@ def test_interrupted_entry_resumes_instead_of_counting_as_trained(tmp_path, monk
     _, meta, hit = cache_module.train_cached(RUN, data, tmp_path, progress=False)
     assert not hit and meta["complete"]
     assert [r["epoch"] for r in meta["history"]] == [1, 2, 3]   # resumed after epoch 1, not restarted
+
+
+def test_unfinished_entry_without_resume_state_is_trained_again(tmp_path):
+    """A folder with weights but neither the `complete` flag nor the trainer state (an entry of older code)
+    cannot resume: it is trained afresh instead of failing with "nothing to resume"."""
+    data = tiny_dataset()
+    cache_module.train_cached(RUN, data, tmp_path, progress=False)
+    (entry,) = list(tmp_path.iterdir())
+    meta = read_meta(entry)
+    meta.pop("complete")
+    (entry / "config.json").write_text(json.dumps(meta))
+    assert not (entry / "trainer_state.pt").exists()
+    _, meta2, hit = cache_module.train_cached(RUN, data, tmp_path, progress=False)
+    assert not hit and meta2["complete"]
+    assert [r["epoch"] for r in meta2["history"]] == [1, 2, 3]

@@ -12,6 +12,7 @@ from ..models.base import Recommender
 from .checkpoint import load_checkpoint, read_meta
 from .config import RunConfig
 from .runs import train_and_save
+from .trainer import TRAINER_STATE
 
 
 def cache_root(root: str | Path | None = None) -> Path:
@@ -38,8 +39,9 @@ def train_cached(run: RunConfig, dataset: Dataset, root: str | Path | None = Non
     path = cache_root(root) / f"{run.model.name}-{run_key(run, dataset)}"
     started = (path / "config.json").is_file()
     hit = started and read_meta(path).get("complete", False)
-    if not hit:   # an interrupted run resumes from its last epoch
-        train_and_save(run, dataset, path, progress=progress, resume=started)
+    if not hit:   # an interrupted run resumes from its last epoch; an entry without resume state retrains
+        resumable = started and (path / f"{TRAINER_STATE}.pt").is_file()
+        train_and_save(run, dataset, path, progress=progress, resume=resumable)
     model, _, _, meta = load_checkpoint(path, dataset)
     meta["path"] = str(path)
     return model, meta, hit
