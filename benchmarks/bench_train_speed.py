@@ -23,7 +23,7 @@ from recunlearn.bench.environment import machine_line
 from recunlearn.data.graph import build_graph
 from recunlearn.data.registry import load_dataset
 from recunlearn.eval.ranking import evaluate
-from recunlearn.models.registry import build_model, model_config
+from recunlearn.models.registry import build_model
 from recunlearn.train.config import RunConfig
 from recunlearn.train.trainer import Trainer
 

@@ -296,6 +296,8 @@ def bench_unlearnrec(dataset: str = typer.Option("ml-100k"), backbone: str = typ
                      out: Path = typer.Option(Path("runs/bench/unlearnrec.jsonl"), help="JSON lines to append to"),
                      threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
                      stream: int = typer.Option(0, help="instead: split the request into N sequential requests"),
+                     stream_finetune_every: int = typer.Option(
+                         0, min=0, help="in a stream, fine-tune every K-th request for --finetune-epochs (0: zero-shot only)"),
                      quiet: bool = typer.Option(False)):
     """Original, Retrain, Fine-tune, UnlearnRec zero-shot and + fine-tuning on one request, in one table."""
     from .bench.environment import machine_line
@@ -315,7 +317,9 @@ def bench_unlearnrec(dataset: str = typer.Option("ml-100k"), backbone: str = typ
     setting = build_setting(dataset, backbone, request, seed, run, progress=not quiet)
     title = f"UnlearnRec on {dataset} / {backbone} / {request} ({len(setting.edges)} request edges)"
     if stream:
-        rows = run_stream(setting, ie_config, stream, seed=seed, progress=not quiet)
+        every = max(stream_finetune_every, 1)
+        rows = run_stream(setting, ie_config, stream, finetune_epochs if stream_finetune_every > 0 else 0.0,
+                          every, seed=seed, progress=not quiet)
         print_table([{c: row[c] for c in STREAM_COLUMNS} for row in rows], title=f"{title}, stream of {stream}")
     else:
         rows = run_benchmark(setting, ie_config, finetune_epochs, baseline_epochs, seed, progress=not quiet)

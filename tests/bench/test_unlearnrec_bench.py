@@ -174,3 +174,20 @@ def test_stream_pairs_retrain_and_unlearnrec_at_each_step(adversarial, adversari
     reference = by_method(adversarial_rows)["Retrain"]
     for name in ("Recall@20", "NDCG@20", "forget_score", "nonedge_score", "mia_auc"):
         assert rows[-2][name] == pytest.approx(reference[name]), name
+
+
+def test_stream_fine_tunes_every_kth_request(adversarial, monkeypatch):
+    from recunlearn.unlearn.influence_encoder import UnlearnRec
+    epochs_asked = []
+    real_unlearn = UnlearnRec.unlearn
+
+    def spy(self, edges, finetune_epochs=None):
+        epochs_asked.append(finetune_epochs)
+        return real_unlearn(self, edges, finetune_epochs=finetune_epochs)
+
+    monkeypatch.setattr(UnlearnRec, "unlearn", spy)
+    rows = run_stream(adversarial, TINY_IE, parts=4, finetune_epochs=0.25, finetune_every=2, seed=0, progress=False)
+    assert epochs_asked == [0.0, 0.25, 0.0, 0.25]
+    assert {row["method"] for row in rows} == {"Retrain", "UnlearnRec stream + FT (0.25 ep every 2)"}
+    with pytest.raises(ValueError, match="finetune_every must be at least 1"):
+        run_stream(adversarial, TINY_IE, parts=4, finetune_epochs=0.25, finetune_every=0, progress=False)

@@ -160,6 +160,79 @@ def test_sequential_requests_compose(trained):
         ie.unlearn(first)                       # already forgotten: stays forgotten, cannot be forgotten twice
 
 
+def two_requests(data: Dataset) -> tuple[Interactions, Interactions]:
+    first = request_of(data, 10, seed=2)
+    return first, request_of(data.with_train(data.train.subtract(first)), 10, seed=3)
+
+
+def embedding_of(result) -> torch.Tensor:
+    return result.model.embedding.weight.detach()
+
+
+def test_cumulative_stream_equals_one_request_of_the_union(trained):
+    """The default sequential rule encodes every request since the last reset together: two zero-shot
+    requests give exactly the model of one zero-shot request of their union. The paper's rule (compose)
+    encodes the second alone from the first's output, so its shift stacks on the first one."""
+    model, data = trained
+    first, second = two_requests(data)
+    pretrained = UnlearnRec(small_config(epochs=2), progress=False).prepare(model.clone(), data)
+    assert pretrained.cfg.sequential == "cumulative"
+    stream, union = pretrained.fork(), pretrained.fork()
+    stream.unlearn(first)
+    streamed = stream.unlearn(second)
+    assert stream.pending.hash == first.union(second).hash
+    once = union.unlearn(first.union(second))
+    torch.testing.assert_close(embedding_of(streamed), embedding_of(once))
+    assert streamed.dataset.train.hash == once.dataset.train.hash
+
+    composing = pretrained.fork()
+    composing.cfg = small_config(epochs=2, sequential="compose")
+    composing.unlearn(first)
+    composed = composing.unlearn(second)
+    assert len(composing.pending) == 0
+    assert not torch.allclose(embedding_of(composed), embedding_of(once), atol=1e-4)
+
+
+def test_finetuning_resets_the_cumulative_input_state(trained):
+    """After a fine-tuned request the encoder starts from the fine-tuned model: the next request is encoded
+    alone, on top of it."""
+    model, data = trained
+    first, second = two_requests(data)
+    ie = UnlearnRec(small_config(epochs=2), progress=False).prepare(model.clone(), data)
+    tuned = ie.unlearn(first, finetune_epochs=1)
+    assert len(ie.pending) == 0
+    torch.testing.assert_close(ie.e0, embedding_of(tuned))
+    ie.unlearn(second)
+    assert ie.pending.hash == second.hash
+    torch.testing.assert_close(ie.e0, embedding_of(tuned))
+
+
+def test_saved_encoder_between_cumulative_requests_resumes_the_stream(trained, tmp_path):
+    """Saved with the model of the first request, the encoder keeps its input state: the second request
+    after a reload gives the same model as without the save."""
+    model, data = trained
+    first, second = two_requests(data)
+    ie = UnlearnRec(small_config(epochs=2), progress=False).prepare(model.clone(), data)
+    after_first = ie.unlearn(first)
+    ie.save(tmp_path / "ie")
+    loaded = UnlearnRec.load(tmp_path / "ie", after_first.model.clone(), after_first.dataset, progress=False)
+    assert loaded.pending.hash == first.hash
+    torch.testing.assert_close(loaded.e0, ie.e0)
+    expected = ie.unlearn(second)
+    torch.testing.assert_close(embedding_of(loaded.unlearn(second)), embedding_of(expected))
+    # once the stream is consolidated by fine-tuning, no input state is left behind
+    ie.unlearn(request_of(expected.dataset, 5, seed=4), finetune_epochs=0.5)
+    ie.save(tmp_path / "ie")
+    assert not (tmp_path / "ie" / ie_module.INPUT_STATE).exists()
+
+
+def test_request_time_fields_do_not_change_the_pretraining_fields():
+    base = IEConfig()
+    assert IEConfig(sequential="compose", finetune_lr=0.5, finetune_epochs=2).pretraining_fields() == \
+        base.pretraining_fields()
+    assert IEConfig(lambda_p=0.5).pretraining_fields() != base.pretraining_fields()
+
+
 def test_saved_encoder_refuses_another_model_or_data(trained, tmp_path, synthetic):
     model, data = trained
     ie = UnlearnRec(small_config(epochs=1), progress=False).prepare(model.clone(), data)

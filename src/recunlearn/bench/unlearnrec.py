@@ -70,17 +70,20 @@ def build_setting(dataset: str, backbone: str, request: str, seed: int = 0, run:
 
 def prepared_encoder(setting: Setting, ie_config: IEConfig, progress: bool, cache_dir=None) -> UnlearnRec:
     """The influence encoder pre-trained for the original model, cached by the model's weights, its data and
-    the encoder config: benchmarks of several requests on one model pre-train once (the time is recorded)."""
+    the encoder's pre-training fields: benchmarks of several requests, or of several fine-tuning settings, on
+    one model pre-train once (the time is recorded)."""
     import hashlib
     import json
 
     from ..train.cache import cache_root
     from ..unlearn.influence_encoder import fingerprint
     key = hashlib.sha256(json.dumps([fingerprint(setting.original.embedding.weight), setting.dataset.train.hash,
-                                     ie_config.model_dump()], sort_keys=True).encode()).hexdigest()[:20]
+                                     ie_config.pretraining_fields()], sort_keys=True).encode()).hexdigest()[:20]
     path = cache_root(cache_dir) / "encoders" / key
     if (path / "encoder.pt").is_file():
-        return UnlearnRec.load(path, setting.original.clone(), setting.dataset, progress=progress)
+        ie = UnlearnRec.load(path, setting.original.clone(), setting.dataset, progress=progress)
+        ie.cfg = ie_config           # the request-time fields of this run
+        return ie
     ie = UnlearnRec(ie_config, progress=progress).prepare(setting.original.clone(), setting.dataset)
     ie.save(path)
     return ie
@@ -136,10 +139,15 @@ def table_rows(rows: list[dict]) -> list[dict]:
     return [{c: ("-" if row.get(c) is None else row[c]) for c in TABLE_COLUMNS} for row in rows]
 
 
-def run_stream(setting: Setting, ie_config: IEConfig, parts: int, finetune_epochs: float = 0.0, seed: int = 0,
-               progress: bool = True, cache_dir=None) -> list[dict]:
+def run_stream(setting: Setting, ie_config: IEConfig, parts: int, finetune_epochs: float = 0.0,
+               finetune_every: int = 1, seed: int = 0, progress: bool = True, cache_dir=None) -> list[dict]:
     """A sequential stream: the request split into `parts` seeded sub-requests applied one after another
-    by UnlearnRec; at ¼, ½, ¾ and the end, utility and forgetting against Retrain on the same cumulative set."""
+    by UnlearnRec; at ¼, ½, ¾ and the end, utility and forgetting against Retrain on the same cumulative set.
+
+    Each request is zero-shot; with `finetune_epochs` > 0, every `finetune_every`-th request is also
+    fine-tuned, which pulls the compounding zero-shot shifts back towards the residual data."""
+    if finetune_every < 1:
+        raise ValueError(f"finetune_every must be at least 1 (got {finetune_every})")
     from ..data.requests import Request
 
     data = setting.dataset
@@ -147,9 +155,12 @@ def run_stream(setting: Setting, ie_config: IEConfig, parts: int, finetune_epoch
     pieces = [p.edges for p in request.split(parts, seed=seed)]
     marks = sorted({max(1, round(parts * f)) for f in (0.25, 0.5, 0.75, 1.0)})
     ie = prepared_encoder(setting, ie_config, progress, cache_dir)
+    method = "UnlearnRec stream"
+    if finetune_epochs > 0:
+        method += f" + FT ({finetune_epochs:g} ep every {finetune_every})"
     rows, forgotten, spent = [], Interactions.empty(data.n_users, data.n_items), 0.0
     for step, piece in enumerate(pieces, 1):
-        state = ie.unlearn(piece, finetune_epochs=finetune_epochs)
+        state = ie.unlearn(piece, finetune_epochs=finetune_epochs if step % finetune_every == 0 else 0.0)
         spent += state.seconds["total"]
         forgotten = forgotten.union(piece)
         if step not in marks:
@@ -157,10 +168,10 @@ def run_stream(setting: Setting, ie_config: IEConfig, parts: int, finetune_epoch
         retrain = Retrain(setting.run, cache_dir, progress).prepare(setting.original, data).unlearn(forgotten)
         cumulative = Setting(data, setting.original, setting.original_seconds, forgotten, setting.request,
                              setting.run, setting.clean)
-        for method, model, seconds in (("Retrain", retrain.model, retrain.seconds["total"]),
-                                       ("UnlearnRec stream", state.model, spent)):
-            row = _row(method, model, retrain.dataset, cumulative, retrain.model, seconds,
-                       "exact" if method == "Retrain" else "approximate", seed)
+        for name, model, seconds in (("Retrain", retrain.model, retrain.seconds["total"]),
+                                     (method, state.model, spent)):
+            row = _row(name, model, retrain.dataset, cumulative, retrain.model, seconds,
+                       "exact" if name == "Retrain" else "approximate", seed)
             row.update(step=step, of=parts, forgotten=len(forgotten))
             rows.append(row)
     return rows

@@ -41,6 +41,10 @@ class IEConfig(StrictConfig):
     gamma: float = 0.1
     h0_scope: Literal["all", "request"] = Field(
         "all", description="nodes whose H⁰ enters H̄: all (the paper's Σ_{l=0..L} H^l) or only the request's")
+    sequential: Literal["compose", "cumulative"] = Field(
+        "cumulative", description="a later request: compose (encode it alone from the current state, as the paper "
+                               "states) or cumulative (encode all requests since the last fine-tuning together, "
+                               "from the state the encoder last started from: shifts never stack)")
     # pre-training
     epochs: int = Field(20, ge=1)
     sim_every: int = Field(5, ge=1, description="epochs between fresh simulated requests")
@@ -62,6 +66,14 @@ class IEConfig(StrictConfig):
     finetune_lambda_u: float = 0.2
     finetune_lambda_p: float = 0.01
     finetune_tau_p: float = 10.0
+
+    def pretraining_fields(self) -> dict:
+        """The fields that pre-training reads: two configs equal here give the same pre-trained encoder."""
+        return self.model_dump(exclude=REQUEST_TIME_FIELDS)
+
+
+REQUEST_TIME_FIELDS = {"sequential", "finetune_epochs", "finetune_lr", "finetune_lambda_u", "finetune_lambda_p",
+                       "finetune_tau_p"}
 
 
 def influence_matrix(edges: Interactions) -> torch.Tensor:
@@ -190,8 +202,10 @@ class UnlearnRec(Unlearner):
             p.requires_grad_(False)
         with torch.no_grad():
             u, i = model.embed()
+        # The encoder's input state: E₀ and Ē it shifts, and the requests it encodes from them (`pending`).
         self.e0 = model.embedding.weight.detach().clone()
         self.final = torch.cat([u, i]).detach()
+        self.pending = Interactions.empty(dataset.n_users, dataset.n_items)
         # Its own stream for the backbone's self-supervised views, so BPR sampling does not depend on them.
         self.view_generator = torch.Generator().manual_seed(self.cfg.seed)
         if self.encoder is None:
@@ -294,7 +308,11 @@ class UnlearnRec(Unlearner):
     # requests ------------------------------------------------------------------------------------
     def unlearn(self, edges: Interactions, finetune_epochs: float | None = None) -> UnlearnResult:
         """Zero-shot: one IE forward over the request's IDM and a readout over the residual graph; then
-        optional fine-tuning of a copy of Ẽ₀ and the MLP on the residual data with the real request."""
+        optional fine-tuning of a copy of Ẽ₀ and the MLP on the residual data with the real request.
+
+        With `sequential="cumulative"`, the IDM holds every request since the encoder's input state was last
+        reset (by `prepare` or a fine-tuning), so a stream of zero-shot requests equals one zero-shot request
+        of their union instead of stacking one shift per request."""
         cfg = self.cfg
         finetune_epochs = cfg.finetune_epochs if finetune_epochs is None else finetune_epochs
         seconds = {}
@@ -302,18 +320,20 @@ class UnlearnRec(Unlearner):
         residual_data = self._residual(edges)
         residual = residual_data.train
         graph = build_graph(residual)
-        idm = influence_matrix(edges)
+        encoded = self.pending.union(edges) if cfg.sequential == "cumulative" else edges
+        idm = influence_matrix(encoded)
         with torch.no_grad():
             new_e0 = self.encoder(self.e0, self.final, idm)
         seconds["zero_shot"] = time.perf_counter() - start
         if finetune_epochs > 0:
             start = time.perf_counter()
-            new_e0 = self._finetune(new_e0, edges, residual, graph, idm, finetune_epochs)
+            new_e0 = self._finetune(encoded, residual, graph, idm, finetune_epochs)
             seconds["finetune"] = time.perf_counter() - start
         seconds["total"] = sum(seconds.values())
-        return self._advance(new_e0, edges, residual_data, graph, seconds)
+        keep_input = cfg.sequential == "cumulative" and finetune_epochs == 0
+        return self._advance(new_e0, edges, residual_data, graph, seconds, encoded if keep_input else None)
 
-    def _finetune(self, e0: torch.Tensor, edges, residual, graph, idm, epochs: float) -> torch.Tensor:
+    def _finetune(self, edges, residual, graph, idm, epochs: float) -> torch.Tensor:
         """E₀ becomes a trainable copy of the zero-shot Ẽ₀ and the MLP is unfrozen; H⁰, W_η stay frozen.
 
         The IE shift is kept in the graph: Ẽ₀ = E₀' + MLP(ΔE), with E₀' trained from the current E₀.
@@ -336,16 +356,23 @@ class UnlearnRec(Unlearner):
         with torch.no_grad():
             return enc(e0_param, self.final, idm)
 
-    def _advance(self, new_e0, edges, residual: Dataset, graph, seconds) -> UnlearnResult:
-        """Make the unlearned state current so that the next request composes on it."""
+    def _advance(self, new_e0, edges, residual: Dataset, graph, seconds,
+                 pending: Interactions | None) -> UnlearnResult:
+        """Make the unlearned state current. The next request composes on it, unless `pending` (the requests
+        encoded so far) is given: then the encoder's input state stays and `pending` grows."""
         model = copy.deepcopy(self.model)
         with torch.no_grad():
             model.embedding.weight.copy_(new_e0)
         model.attach(graph)
         model.eval()
-        with torch.no_grad():
-            u, i = model.embed()
-        self.model, self.e0, self.final = model, new_e0.detach(), torch.cat([u, i]).detach()
+        self.model = model
+        if pending is None:
+            with torch.no_grad():
+                u, i = model.embed()
+            self.e0, self.final = new_e0.detach(), torch.cat([u, i]).detach()
+            self.pending = Interactions.empty(residual.n_users, residual.n_items)
+        else:
+            self.pending = pending
         forgotten = self.state.forgotten.union(edges)
         self.state = UnlearnResult(model, residual, forgotten, seconds, self.kind,
                                    report={"request_edges": len(edges), "residual_edges": len(residual.train)})
@@ -357,7 +384,7 @@ class UnlearnRec(Unlearner):
         other = UnlearnRec(self.cfg, self.progress)
         other.encoder = copy.deepcopy(self.encoder)
         other.model, other.dataset = self.model.clone(), self.dataset
-        other.e0, other.final = self.e0.clone(), self.final.clone()
+        other.e0, other.final, other.pending = self.e0.clone(), self.final.clone(), self.pending
         other.state = UnlearnResult(other.model, self.state.dataset, self.state.forgotten, {}, self.kind)
         other.prepare_seconds, other.history = self.prepare_seconds, list(self.history)
         other.view_generator = torch.Generator()
@@ -366,13 +393,17 @@ class UnlearnRec(Unlearner):
 
     # persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Save the pre-trained encoder, bound to the model weights and data it was pre-trained for."""
+        """Save the pre-trained encoder, bound to the model weights and data it now serves. Between cumulative
+        requests, the encoder's input state (E₀, Ē and the requests encoded since) is saved with it."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "encoder.pt.tmp"
-        torch.save(self.encoder.state_dict(), tmp)
-        tmp.replace(path / "encoder.pt")
-        meta = {"config": self.cfg.model_dump(), "model_fingerprint": fingerprint(self.e0),
+        _save_atomic(self.encoder.state_dict(), path / "encoder.pt")
+        if len(self.pending):
+            _save_atomic({"e0": self.e0, "final": self.final, "pending_users": torch.from_numpy(self.pending.users),
+                          "pending_items": torch.from_numpy(self.pending.items)}, path / INPUT_STATE)
+        else:
+            (path / INPUT_STATE).unlink(missing_ok=True)
+        meta = {"config": self.cfg.model_dump(), "model_fingerprint": fingerprint(self.model.embedding.weight),
                 "train_hash": self.state.dataset.train.hash, "layers": self.encoder.layers,
                 "prepare_seconds": self.prepare_seconds, "history": self.history}
         (path / "encoder.json").write_text(json.dumps(meta, indent=2))
@@ -392,9 +423,23 @@ class UnlearnRec(Unlearner):
             raise ValueError(f"the encoder in {path} belongs to different model weights: pre-train a new one")
         self._bind(model, dataset)
         self.encoder.load_state_dict(torch.load(path / "encoder.pt", weights_only=True))
+        if (path / INPUT_STATE).is_file():
+            state = torch.load(path / INPUT_STATE, weights_only=True)
+            self.e0, self.final = state["e0"], state["final"]
+            self.pending = Interactions.from_arrays(state["pending_users"].numpy(), state["pending_items"].numpy(),
+                                                    dataset.n_users, dataset.n_items)
         self.prepare_seconds = meta["prepare_seconds"]
         self.history = meta["history"]
         return self
+
+
+INPUT_STATE = "input_state.pt"
+
+
+def _save_atomic(obj, target: Path) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(target)
 
 
 def fingerprint(weights: torch.Tensor) -> str:
