@@ -19,15 +19,22 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def unlearnrec_tables(rows: list[dict]) -> None:
-    # One table per bench invocation: its rows are consecutive and begin with the Original (step 1 of a stream).
-    groups, run = defaultdict(list), 0
+    # One table per bench invocation: its rows are consecutive and begin with the Original, or for a stream
+    # with the Retrain row of its first checkpoint (a step no later than the row before).
+    groups, run, last_step = defaultdict(list), 0, None
     for row in rows:
-        run += row["method"] == "Original" and row.get("step", 1) == 1
+        step = row.get("step")
+        if step is None:
+            run += row["method"] == "Original"
+        else:
+            run += row["method"] == "Retrain" and (last_step is None or step <= last_step)
+        last_step = step
         groups[(run, row["bench"], row["dataset"], row["backbone"], row["request"], row["machine"])].append(row)
     for (_, bench, dataset, backbone, request, machine), group in groups.items():
         methods = ", ".join(r["method"] for r in group if r["method"].startswith("UnlearnRec +"))
-        print(f"\n#### {dataset} / {backbone} / {request}{' (stream)' if bench.endswith('stream') else ''}"
-              f"{f' ({methods})' if methods else ''}\n")
+        # streams recorded before the `sequential` field existed used the paper's rule (compose)
+        stream = f" (stream, {group[0]['ie'].get('sequential', 'compose')})" if bench.endswith("stream") else ""
+        print(f"\n#### {dataset} / {backbone} / {request}{stream}{f' ({methods})' if methods else ''}\n")
         print(f"Machine: {machine}\n")
         retrain = {r.get("step"): r for r in group if r["method"] == "Retrain"}
         cols = ["method", "Recall@20", "vs Retrain", "NDCG@20", "forget score", "non-edge score", "MIA AUC",

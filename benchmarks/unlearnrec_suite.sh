@@ -19,11 +19,17 @@ if [[ $part == finetune || $part == all ]]; then   # fractional fine-tuning (enc
   for backbone in lightgcn sgl simgcl; do
     $B --dataset ml-1m --backbone $backbone --request adversarial:1.0 $IE --finetune-epochs 0.5
   done
+  for backbone in sgl simgcl; do
+    $B --dataset ml-1m --backbone $backbone --request adversarial:1.0 $IE --finetune-epochs 0.25
+  done
+  $B --dataset ml-1m --backbone lightgcn --request adversarial:1.0 $IE --finetune-epochs 0.33
 fi
 if [[ $part == requests || $part == all ]]; then
   $B --dataset ml-1m --backbone lightgcn --request random:0.01 $IE
   $B --dataset ml-1m --backbone lightgcn --request user:0.01:random $IE
   $B --dataset ml-1m --backbone lightgcn --request random:0.01 --stream 10 $IE
+  $B --dataset ml-1m --backbone lightgcn --request random:0.01 --stream 10 $IE --ie-set sequential=compose
+  $B --dataset ml-1m --backbone lightgcn --request random:0.01 --stream 10 $IE --stream-finetune-every 5 --finetune-epochs 0.5
 fi
 if [[ $part == gowalla || $part == all ]]; then
   $B --dataset gowalla --backbone lightgcn --request random:0.01 $IE
