@@ -8,6 +8,7 @@ import sys
 from collections import defaultdict
 
 from recunlearn.bench.results import read_results
+from recunlearn.unlearn.influence_encoder import IEConfig
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -16,6 +17,12 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
+
+
+def encoder_overrides(row: dict) -> str:
+    defaults = IEConfig().model_dump()
+    changed = {k: v for k, v in row["ie"].items() if k in defaults and k != "sequential" and v != defaults[k]}
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed.items()) or "none"
 
 
 def unlearnrec_tables(rows: list[dict]) -> None:
@@ -35,7 +42,7 @@ def unlearnrec_tables(rows: list[dict]) -> None:
         # streams recorded before the `sequential` field existed used the paper's rule (compose)
         stream = f" (stream, {group[0]['ie'].get('sequential', 'compose')})" if bench.endswith("stream") else ""
         print(f"\n#### {dataset} / {backbone} / {request}{stream}{f' ({methods})' if methods else ''}\n")
-        print(f"Machine: {machine}\n")
+        print(f"Machine: {machine}. Encoder settings other than the defaults: {encoder_overrides(group[0])}\n")
         retrain = {r.get("step"): r for r in group if r["method"] == "Retrain"}
         cols = ["method", "Recall@20", "vs Retrain", "NDCG@20", "forget score", "non-edge score", "MIA AUC",
                 "MIA gap vs Retrain", "forget rank", "Jaccard@20 vs Retrain", "unlearn s", "speed-up", "pre-train s"]

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=".venv/bin/recunlearn bench unlearnrec --quiet --threads 1 --out benchmarks/results/unlearnrec.jsonl"
-IE="--ie-set lr=0.05 --ie-set epochs=10 --ie-set finetune_lr=0.01"
+IE="--ie-set lr=0.01 --ie-set epochs=10 --ie-set finetune_lr=0.01 --ie-set withdraw_init=5"
 part="${1:-all}"
 if [[ $part == main || $part == all ]]; then
   $B --dataset ml-1m --backbone lightgcn --request adversarial:1.0 $IE
