@@ -81,6 +81,20 @@ def test_encoder_starts_as_identity_and_shift_follows_the_formula(trained):
     assert torch.all(got[untouched] == 0)
 
 
+def test_a_larger_withdraw_prior_lowers_the_zero_shot_request_scores(trained):
+    """The withdraw term subtracts the request partners' Ē: before any pre-training (H⁰ = 0), raising the
+    initial W_η lowers the request edges' zero-shot scores; the benchmarks rely on this prior."""
+    model, data = trained
+    edges = request_of(data, 20, seed=5)
+    means = []
+    for init in (0.002, 1.0, 5.0):
+        ie = UnlearnRec(small_config(withdraw_init=init), progress=False)
+        ie._bind(model.clone(), data)
+        zero_shot = ie.unlearn(edges, finetune_epochs=0)
+        means.append(request_scores(zero_shot.model, edges).mean().item())
+    assert means[0] > means[1] > means[2]
+
+
 def test_one_encoder_step_lowers_request_scores(trained):
     model, data = trained
     edges = request_of(data)
