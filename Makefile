@@ -25,6 +25,13 @@ demo: install
 		--set train.batch_size=4096 --set train.lr=0.01 --set train.patience=5
 	$(BIN)/recunlearn evaluate --checkpoint runs/demo-lightgcn
 	$(BIN)/recunlearn recommend --checkpoint runs/demo-lightgcn --user 1 -k 10
+	$(BIN)/recunlearn request make --dataset ml-100k --spec random:0.01 --seed 0 --out runs/demo-request.json
+	$(BIN)/recunlearn prepare --method unlearnrec --checkpoint runs/demo-lightgcn \
+		--set withdraw_init=5 --set lr=0.01 --set epochs=10
+	$(BIN)/recunlearn unlearn --checkpoint runs/demo-lightgcn --request runs/demo-request.json \
+		--out runs/demo-unlearned
+	$(BIN)/recunlearn audit --checkpoint runs/demo-unlearned --original runs/demo-lightgcn \
+		--request runs/demo-request.json
 
 test: install
 	$(BIN)/pytest
