@@ -4,7 +4,8 @@ then with every W_η set to one value, and audits each zero-shot model against R
 
     .venv/bin/python benchmarks/probe_withdraw.py --dataset ml-1m --values -5 5 20
 
-Uses the benchmark's cached models and encoder (pre-trains them first if absent) with the suite's settings.
+Probes the encoder pre-trained with the spec's withdraw start (W_η 0.002, lr 0.05: the suite's setting
+before the withdraw prior), from the benchmark cache (pre-trained first if absent).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from recunlearn.train.runs import test_metrics
 from recunlearn.unlearn.influence_encoder import IEConfig
 from recunlearn.unlearn.retrain import Retrain
 
-SUITE_IE = IEConfig(lr=0.05, epochs=10, finetune_lr=0.01)
+SPEC_START_IE = IEConfig(lr=0.05, epochs=10, finetune_lr=0.01)
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     setting = build_setting(args.dataset, args.backbone, "adversarial:1.0", progress=False)
-    ie = prepared_encoder(setting, SUITE_IE, progress=False)
+    ie = prepared_encoder(setting, SPEC_START_IE, progress=False)
     retrain = Retrain(setting.run, None, progress=False).prepare(setting.original, setting.dataset).unlearn(setting.edges)
     residual = retrain.dataset
     reference = test_metrics(retrain.model, residual, ks=[20])["Recall@20"]

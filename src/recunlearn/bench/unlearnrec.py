@@ -145,7 +145,7 @@ def run_stream(setting: Setting, ie_config: IEConfig, parts: int, finetune_epoch
     by UnlearnRec; at ¼, ½, ¾ and the end, utility and forgetting against Retrain on the same cumulative set.
 
     Each request is zero-shot; with `finetune_epochs` > 0, every `finetune_every`-th request is also
-    fine-tuned, which pulls the compounding zero-shot shifts back towards the residual data."""
+    fine-tuned (which also resets a cumulative encoder's input state to the fine-tuned model)."""
     if finetune_every < 1:
         raise ValueError(f"finetune_every must be at least 1 (got {finetune_every})")
     from ..data.requests import Request
