@@ -317,9 +317,9 @@ def bench_unlearnrec(dataset: str = typer.Option("ml-100k"), backbone: str = typ
     setting = build_setting(dataset, backbone, request, seed, run, progress=not quiet)
     title = f"UnlearnRec on {dataset} / {backbone} / {request} ({len(setting.edges)} request edges)"
     if stream:
-        every = max(stream_finetune_every, 1)
-        rows = run_stream(setting, ie_config, stream, finetune_epochs if stream_finetune_every > 0 else 0.0,
-                          every, seed=seed, progress=not quiet)
+        tuned = stream_finetune_every > 0
+        rows = run_stream(setting, ie_config, stream, finetune_epochs if tuned else 0.0,
+                          stream_finetune_every if tuned else 1, seed=seed, progress=not quiet)
         print_table([{c: row[c] for c in STREAM_COLUMNS} for row in rows], title=f"{title}, stream of {stream}")
     else:
         rows = run_benchmark(setting, ie_config, finetune_epochs, baseline_epochs, seed, progress=not quiet)

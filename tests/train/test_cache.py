@@ -10,7 +10,7 @@ from recunlearn.data.interactions import Dataset, IdMap, Interactions
 from recunlearn.train import cache as cache_module
 from recunlearn.train.checkpoint import read_meta
 from recunlearn.train.config import RunConfig
-from recunlearn.train.trainer import Trainer
+from recunlearn.train.trainer import TRAINER_STATE, Trainer
 
 
 def tiny_dataset(seed: int = 0) -> Dataset:
@@ -69,7 +69,7 @@ def test_unfinished_entry_without_resume_state_is_trained_again(tmp_path):
     meta = read_meta(entry)
     meta.pop("complete")
     (entry / "config.json").write_text(json.dumps(meta))
-    assert not (entry / "trainer_state.pt").exists()
+    assert not (entry / f"{TRAINER_STATE}.pt").exists()
     _, meta2, hit = cache_module.train_cached(RUN, data, tmp_path, progress=False)
     assert not hit and meta2["complete"]
     assert [r["epoch"] for r in meta2["history"]] == [1, 2, 3]

@@ -334,10 +334,8 @@ class UnlearnRec(Unlearner):
         return self._advance(new_e0, edges, residual_data, graph, seconds, encoded if keep_input else None)
 
     def _finetune(self, edges, residual, graph, idm, epochs: float) -> torch.Tensor:
-        """E₀ becomes a trainable copy of the zero-shot Ẽ₀ and the MLP is unfrozen; H⁰, W_η stay frozen.
-
-        The IE shift is kept in the graph: Ẽ₀ = E₀' + MLP(ΔE), with E₀' trained from the current E₀.
-        """
+        """Fine-tune the zero-shot model Ẽ₀ = E₀' + MLP(ΔE): E₀' is a trainable copy of the encoder's input
+        E₀ and the MLP is unfrozen, while H⁰ and W_η stay frozen; `edges` are the requests the IDM encodes."""
         cfg, enc = self.cfg, self.encoder
         e0_param = nn.Parameter(self.e0.clone())
         enc.h0.requires_grad_(False)
