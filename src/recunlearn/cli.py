@@ -126,11 +126,12 @@ def recommend(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
               user: List[str] = typer.Option(..., help="user id as in the data files (repeatable)"),
               k: int = typer.Option(10, "-k", help="list length")):
     """Top-k items for users, with their already-seen items excluded."""
+    from .eval.ranking import topk_items
     from .train.checkpoint import load_checkpoint
 
     model, run, data, _ = load_checkpoint(checkpoint)
     users = data.user_ids.index(user, kind="user")
-    top = model.recommend(users, k=k, exclude=data.train.union(data.valid))
+    top = topk_items(model, users, k, data.train.union(data.valid)).numpy()
     rows = []
     for label, u, items in zip(user, users, top):
         for rank, item in enumerate(items, 1):
@@ -280,53 +281,9 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
             fh.write(json.dumps({"checkpoint": str(checkpoint), "request": str(request), **report}) + "\n")
 
 
-bench_app = typer.Typer(help="Side-by-side benchmarks of unlearning methods.", no_args_is_help=True)
+from .bench.cli import bench_app  # noqa: E402  (the harness's subcommands: bench run, bench report)
+
 app.add_typer(bench_app, name="bench")
-
-
-@bench_app.command("unlearnrec")
-@guarded
-def bench_unlearnrec(dataset: str = typer.Option("ml-100k"), backbone: str = typer.Option("lightgcn"),
-                     request: str = typer.Option("adversarial:1.0", help="request spec, e.g. random:0.01, user:0.01:random"),
-                     seed: int = typer.Option(0),
-                     set_: List[str] = typer.Option([], "--set", help="run override, e.g. train.lr=0.005"),
-                     ie_set: List[str] = typer.Option([], "--ie-set", help="encoder override, e.g. lr=0.01"),
-                     finetune_epochs: float = typer.Option(1.0, help="UnlearnRec fine-tuning epochs"),
-                     baseline_epochs: int = typer.Option(1, help="Fine-tune baseline epochs"),
-                     out: Path = typer.Option(Path("runs/bench/unlearnrec.jsonl"), help="JSON lines to append to"),
-                     threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
-                     stream: int = typer.Option(0, help="instead: split the request into N sequential requests"),
-                     stream_finetune_every: int = typer.Option(
-                         0, min=0, help="in a stream, fine-tune every K-th request for --finetune-epochs (0: zero-shot only)"),
-                     quiet: bool = typer.Option(False)):
-    """Original, Retrain, Fine-tune, UnlearnRec zero-shot and + fine-tuning on one request, in one table."""
-    from .bench.environment import machine_line
-    from .bench.results import append_results
-    from .bench.unlearnrec import STREAM_COLUMNS, build_setting, make_run, run_benchmark, run_stream, table_rows
-    from .config import load_config
-    from .unlearn.influence_encoder import IEConfig
-
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    run = make_run(dataset, backbone, set_)
-    ie_config = load_config(IEConfig, None, ie_set)
-    console.print(f"[bold]machine:[/] {machine_line()}")
-    console.print_json(json.dumps({"run": run.model_dump(mode="json"), "ie": ie_config.model_dump()}))
-    setting = build_setting(dataset, backbone, request, seed, run, progress=not quiet)
-    title = f"UnlearnRec on {dataset} / {backbone} / {request} ({len(setting.edges)} request edges)"
-    if stream:
-        tuned = stream_finetune_every > 0
-        rows = run_stream(setting, ie_config, stream, finetune_epochs if tuned else 0.0,
-                          stream_finetune_every if tuned else 1, seed=seed, progress=not quiet)
-        print_table([{c: row[c] for c in STREAM_COLUMNS} for row in rows], title=f"{title}, stream of {stream}")
-    else:
-        rows = run_benchmark(setting, ie_config, finetune_epochs, baseline_epochs, seed, progress=not quiet)
-        print_table(table_rows(rows), title=title)
-    append_results(out, rows, bench="unlearnrec-stream" if stream else "unlearnrec", dataset=dataset, backbone=backbone, request=request, seed=seed,
-                   split_hash=setting.clean.hash, run=run.model_dump(mode="json"), ie=ie_config.model_dump())
-    console.print(f"results appended to {out}")
 
 
 def main() -> None:  # pragma: no cover

@@ -23,7 +23,7 @@ class DenseScorer:
         self.scores = torch.as_tensor(np.asarray(scores), dtype=torch.float32)
         self.n_users, self.n_items = self.scores.shape
 
-    def score(self, users: torch.Tensor) -> torch.Tensor:
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
         return self.scores[users].clone()
 
     def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ class DenseScorer:
         self.scores = torch.as_tensor(scores, dtype=torch.float32)
         self.n_users, self.n_items = self.scores.shape
 
-    def score(self, users: torch.Tensor) -> torch.Tensor:
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
         return self.scores[users]  # advanced indexing: a fresh tensor
 
     def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -345,16 +345,17 @@ def test_scores_follow_the_weights_after_invalidate(name, graph):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_recommend_never_returns_excluded_items(name, train, graph):
+def test_top_k_never_returns_excluded_items(name, train, graph):
+    from recunlearn.eval.ranking import topk_items
     model = make(name, graph, dim=8)
     model.eval()
     users = np.arange(N_USERS)
-    top = model.recommend(users, k=10, exclude=train)
+    top = topk_items(model, users, 10, train).numpy()
     assert isinstance(top, np.ndarray) and top.shape == (N_USERS, 10)
     assert not train.contains(np.repeat(users, 10), top.ravel()).any()
     assert all(len(set(row)) == 10 for row in top.tolist())
     # with nothing excluded the list is the plain top-k of the scores
-    plain = model.recommend(users[:3], k=5, exclude_seen=False)
+    plain = topk_items(model, users[:3], 5).numpy()
     expected = model.score(torch.as_tensor(users[:3])).topk(5, dim=1).indices.numpy()
     np.testing.assert_array_equal(np.sort(plain, axis=1), np.sort(expected, axis=1))
 
@@ -374,20 +375,23 @@ def ml100k(data_root):
 
 
 def test_fit_save_load_and_recommend_exclude_seen(tmp_path, ml100k):
-    """The scikit-learn style surface: fit returns self, save/load round-trips, recommend hides seen items."""
-    from recunlearn.models.base import Recommender
-    from recunlearn.train.config import TrainConfig
+    """The scikit-learn style façade: fit returns self, save/load round-trips, recommend hides seen items."""
+    from recunlearn.estimator import Estimator
 
-    model = build_model(model_config("lightgcn", {"dim": 16}), ml100k.n_users, ml100k.n_items)
-    assert model.fit(ml100k, TrainConfig(epochs=1, batch_size=8192, lr=0.01)) is model
-    model.save(tmp_path / "ckpt")
-    loaded = Recommender.load(tmp_path / "ckpt")
+    estimator = Estimator("lightgcn", train={"epochs": 1, "batch_size": 8192, "lr": 0.01}, dim=16)
+    assert estimator.fit(ml100k) is estimator
+    estimator.save(tmp_path / "ckpt")
+    loaded = Estimator.load(tmp_path / "ckpt")
+    assert loaded.model_.config.dim == 16
     users = torch.arange(5)
-    torch.testing.assert_close(loaded.score(users), model.score(users))
+    torch.testing.assert_close(loaded.score_users(users), estimator.score_users(users))
+    seen = ml100k.train.union(ml100k.valid)
     top = loaded.recommend(np.arange(50), k=10)
-    assert not ml100k.train.contains(np.repeat(np.arange(50), 10), top.ravel()).any()
+    assert not seen.contains(np.repeat(np.arange(50), 10), top.ravel()).any()
     unmasked = loaded.recommend(np.arange(50), k=10, exclude_seen=False)
     assert ml100k.train.contains(np.repeat(np.arange(50), 10), unmasked.ravel()).any()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Estimator().recommend([0])
 
 
 def test_sgl_with_its_contrastive_term_learns_about_as_well_as_lightgcn(ml100k):

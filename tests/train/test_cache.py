@@ -73,3 +73,27 @@ def test_unfinished_entry_without_resume_state_is_trained_again(tmp_path):
     _, meta2, hit = cache_module.train_cached(RUN, data, tmp_path, progress=False)
     assert not hit and meta2["complete"]
     assert [r["epoch"] for r in meta2["history"]] == [1, 2, 3]
+
+
+def test_entry_of_another_code_version_is_not_reused(tmp_path, monkeypatch):
+    """The key carries the code version: after a change to the code that trains models, the same data and
+    config train afresh instead of loading the stale entry."""
+    data = tiny_dataset()
+    cache_module.train_cached(RUN, data, tmp_path, progress=False)
+    assert cache_module.train_cached(RUN, data, tmp_path, progress=False)[2]
+    monkeypatch.setattr(cache_module, "code_version", lambda: "0.1.0+changedcode")
+    _, meta, hit = cache_module.train_cached(RUN, data, tmp_path, progress=False)
+    assert not hit and meta["complete"]
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_code_version_ignores_docstrings_but_not_code(tmp_path):
+    from recunlearn.train.version import fingerprint_sources
+    package = tmp_path / "data"
+    package.mkdir()
+    (package / "a.py").write_text('"""Doc."""\ndef f():\n    """Doc."""\n    return 1  # comment\n')
+    before = fingerprint_sources(tmp_path, ("data",))
+    (package / "a.py").write_text('"""Other doc."""\ndef f():\n    """Changed."""\n    return 1\n')
+    assert fingerprint_sources(tmp_path, ("data",)) == before
+    (package / "a.py").write_text('"""Doc."""\ndef f():\n    return 2\n')
+    assert fingerprint_sources(tmp_path, ("data",)) != before

@@ -140,7 +140,7 @@ def test_retrain_requests_compose(trained, fit_calls):
 @pytest.fixture
 def batches(batch_spy):
     """Every (users, positives) batch the trainer draws."""
-    return batch_spy(trainer_module)
+    return batch_spy()
 
 
 def positives(seen) -> Interactions:

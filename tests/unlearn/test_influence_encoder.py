@@ -151,7 +151,7 @@ def test_finetuning_never_feeds_forgotten_edges_as_positives(trained, batch_spy)
     model, data = trained
     edges = request_of(data)
     ie = UnlearnRec(small_config(epochs=1), progress=False).prepare(model.clone(), data)
-    seen = batch_spy(ie_module)
+    seen = batch_spy()
     ie.unlearn(edges, finetune_epochs=2)
     users = np.concatenate([s[0] for s in seen])
     pos = np.concatenate([s[1] for s in seen])

@@ -391,7 +391,7 @@ def _observed(dataset: Dataset) -> Interactions:
 
 def _masked_scores(scorer, batch: np.ndarray, observed) -> torch.Tensor:
     """Scores [len(batch), n_items] on the CPU, +inf where the user already has an interaction."""
-    scores = scorer.score(torch.from_numpy(batch)).detach().float().cpu()
+    scores = scorer.score_users(torch.from_numpy(batch)).detach().float().cpu()
     rows = observed[batch]
     mask = torch.zeros(scores.shape, dtype=torch.bool)
     mask[torch.from_numpy(np.repeat(np.arange(batch.size), np.diff(rows.indptr))),

@@ -174,7 +174,7 @@ def percentile_ranks(scorer: Scorer, pairs: Interactions, mask: Interactions | N
 
 def _batch_percentiles(scorer: Scorer, batch: np.ndarray, users: np.ndarray, items: np.ndarray,
                        mask_csr, n_masked: np.ndarray) -> np.ndarray:
-    scores = scorer.score(torch.as_tensor(batch)).float().cpu()
+    scores = scorer.score_users(torch.as_tensor(batch)).float().cpu()
     row = torch.as_tensor(np.searchsorted(batch, users))
     targets = scores[row, torch.tensor(items)]
     if mask_csr is not None:
@@ -211,8 +211,8 @@ def symmetric_kl(a: Scorer, b: Scorer, users: np.ndarray, batch_size: int = DEFA
     parts = []
     for start in range(0, len(users), batch_size):
         batch = torch.tensor(users[start:start + batch_size])
-        log_p = torch.log_softmax(a.score(batch).float(), dim=1)
-        log_q = torch.log_softmax(b.score(batch).float(), dim=1)
+        log_p = torch.log_softmax(a.score_users(batch).float(), dim=1)
+        log_q = torch.log_softmax(b.score_users(batch).float(), dim=1)
         # Σ (p − q)(log p − log q): both divergences in one pass, every term non-negative.
         parts.append(((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=1).double().cpu().numpy())
     return np.concatenate(parts) if parts else np.empty(0)

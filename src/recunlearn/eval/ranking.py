@@ -13,7 +13,7 @@ change with the torch version, the device or the batch shape), so equal scores a
 
 Work is batched over users; per batch, one `torch.topk` over all items and a boolean truth matrix
 [batch, n_items] built from CSR rows (never a dense matrix for the whole dataset). The masking
-writes into the tensor that `scorer.score` returns, so a scorer must return a new tensor each call.
+writes into the tensor that `scorer.score_users` returns, so a scorer must return a new tensor each call.
 """
 from __future__ import annotations
 
@@ -137,10 +137,10 @@ def _csr_rows(csr: sp.csr_matrix, batch: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def _masked_top_k(scorer: Scorer, batch: np.ndarray, k: int,
                   mask_csr: sp.csr_matrix | None) -> tuple[torch.Tensor, torch.Tensor]:
-    scores = scorer.score(torch.as_tensor(batch))
+    scores = scorer.score_users(torch.as_tensor(batch))
     if mask_csr is not None:
         rows, items = _csr_rows(mask_csr, batch)
-        # In place: score() returns a fresh [B, n_items] tensor, and a copy would double the batch memory.
+        # In place: score_users() returns a fresh [B, n_items] tensor, and a copy would double the batch memory.
         scores[torch.as_tensor(rows, device=scores.device), torch.as_tensor(items, device=scores.device)] = -torch.inf
     return _top_k(scores, k)
 

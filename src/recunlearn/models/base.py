@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -102,49 +101,22 @@ class Recommender(nn.Module):
     def start_epoch(self, generator: torch.Generator) -> None:
         """Hook for per-epoch state (SGL redraws its edge-dropout views here)."""
 
-    # --- inference ---------------------------------------------------------------------------
-    def score(self, users: torch.Tensor) -> torch.Tensor:
-        u, i = self.final_embeddings()
+    # --- inference: the Scorer protocol ------------------------------------------------------
+    def score(self, users: torch.Tensor, graph: Graph | None = None) -> torch.Tensor:
+        """Scores [len(users), n_items]; `graph=None` scores on the attached graph (cached readout)."""
+        if graph is None:
+            u, i = self.final_embeddings()
+        else:
+            with torch.no_grad():
+                u, i = self.embed(graph)
         return u[users] @ i.T
+
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        return self.score(users)
 
     def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         u, i = self.final_embeddings()
         return (u[users] * i[items]).sum(-1)
-
-    def recommend(self, users, k: int = 10, exclude_seen: bool = True, exclude=None) -> np.ndarray:
-        """Top-k item indices per user. `exclude_seen` masks the interactions of the attached graph;
-        `exclude` (Interactions, e.g. train ∪ valid) masks an explicit set instead."""
-        from ..eval.ranking import topk_items
-        if exclude is None and exclude_seen and self.graph is not None:
-            exclude = self.graph.edges
-        return topk_items(self, np.asarray(users, dtype=np.int64), k, exclude).numpy()
-
-    # --- the scikit-learn style surface over trainer and checkpoints ---------------------------
-    def fit(self, data, train=None, progress: bool = False) -> "Recommender":
-        """Train on `data.train` with early stopping on `data.valid` (TrainConfig `train`); returns self."""
-        from ..train.config import RunConfig, TrainConfig
-        from ..train.trainer import Trainer
-        run = RunConfig.model_validate({"data": {"name": data.name}, "model": self.config.model_dump(),
-                                        "train": (train or TrainConfig()).model_dump()})
-        Trainer(run, progress=progress).fit(data, model=self)
-        self._fitted_run, self._fitted_data = run, data
-        return self
-
-    def save(self, path, data=None, run=None):
-        """Write a self-describing checkpoint (config + weights + data hash); see train.checkpoint."""
-        from ..train.checkpoint import save_checkpoint
-        data = data or getattr(self, "_fitted_data", None)
-        run = run or getattr(self, "_fitted_run", None)
-        if data is None or run is None:
-            raise ValueError("save() needs the dataset and run config the model was trained with: fit() first, "
-                             "or pass data= and run=")
-        return save_checkpoint(path, self, run, data)
-
-    @staticmethod
-    def load(path, data=None) -> "Recommender":
-        """The model of a checkpoint folder, attached to the graph of its (rebuilt) training set."""
-        from ..train.checkpoint import load_checkpoint
-        return load_checkpoint(path, data)[0]
 
 
 def bpr_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Trained models cached by the content hash of their data and their run config, never by dataset name:
-after a deletion the data changed, so a retrained reference is keyed by the residual data it saw."""
+"""Trained models cached by the content hash of their data, their run config and the code version, never
+by dataset name: after a deletion the data changed, so a retrained reference is keyed by the residual data
+it saw; after a code change the code did, so no stale model is reused."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +14,7 @@ from .checkpoint import load_checkpoint, read_meta
 from .config import RunConfig
 from .runs import train_and_save
 from .trainer import TRAINER_STATE
+from .version import code_version
 
 
 def cache_root(root: str | Path | None = None) -> Path:
@@ -23,11 +25,8 @@ def cache_root(root: str | Path | None = None) -> Path:
 
 
 def run_key(run: RunConfig, dataset: Dataset) -> str:
-    train = run.train.model_dump(mode="json")
-    if run.train.lr_decay == 1:   # a constant lr: the decay settings change nothing, so keys stay as before
-        for unused in ("lr_decay", "lr_decay_patience", "min_lr"):
-            train.pop(unused)
-    payload = json.dumps({"data": dataset.hash, "model": run.model.model_dump(mode="json"),
+    train = run.train.model_dump(mode="json", exclude={"threads"})   # threads change speed, not the model
+    payload = json.dumps({"code": code_version(), "data": dataset.hash, "model": run.model.model_dump(mode="json"),
                           "train": train}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 

@@ -21,7 +21,8 @@ def train_and_save(run: RunConfig, dataset: Dataset, out: str | Path, progress: 
     trainer = Trainer(run, progress=progress, checkpoint_dir=out)
     model, result = trainer.fit(dataset, resume=resume)
     metrics = {"valid": trainer.validate(model, dataset), "test": test_metrics(model, dataset, run.eval.ks),
-               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": result.seconds}
+               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": result.seconds,
+               "train_seconds": result.train_seconds, "seconds_to_best": result.seconds_to_best}
     # `complete` marks a finished run: per-epoch progress checkpoints in the same folder lack it.
     save_checkpoint(out, model, run, dataset, metrics=metrics, extra={"history": result.history, "complete": True})
     return metrics

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..data.graph import build_graph
 from ..data.interactions import Dataset
-from ..data.sampling import bpr_epoch
+from ..data import sampling
 from ..eval.ranking import evaluate
 from ..models.base import Recommender
 from ..models.registry import build_model
@@ -28,8 +28,10 @@ class TrainResult:
     best_epoch: int
     best_metric: float
     epochs_run: int
-    seconds: float
+    seconds: float                  # wall time of the whole fit, validation passes included
     history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0      # the epochs alone: no validation pass inside
+    seconds_to_best: float = 0.0    # the epochs up to and including the best one
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -43,11 +45,15 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 class Trainer:
     """Trains a Recommender on `dataset.train`, validating on `dataset.valid` (mask: the training set)."""
 
-    def __init__(self, run: RunConfig, progress: bool = True, checkpoint_dir: str | Path | None = None):
+    def __init__(self, run: RunConfig, progress: bool = True, checkpoint_dir: str | Path | None = None,
+                 validate: bool = True):
+        """`validate=False` runs exactly `train.epochs` epochs with no validation pass (fixed-length
+        fine-tuning); the last epoch's weights are the result."""
         self.run = run
         self.cfg = run.train
         self.progress = progress
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.validates = validate
 
     def fit(self, dataset: Dataset, model: Recommender | None = None, resume: bool = False) -> tuple[Recommender, TrainResult]:
         cfg = self.cfg
@@ -63,7 +69,8 @@ class Trainer:
             min_lr=cfg.min_lr) if cfg.lr_decay < 1 else None
         rng = np.random.default_rng(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
-        state = {"epoch": 0, "best_metric": -1.0, "best_epoch": 0, "bad": 0, "history": []}
+        state = {"epoch": 0, "best_metric": -1.0, "best_epoch": 0, "bad": 0, "history": [],
+                 "train_seconds": 0.0, "seconds_to_best": 0.0}
         best_weights = copy.deepcopy(model.state_dict())
         if resume:
             state, best_weights, rng, gen = self._restore(model, optimizer, scheduler, state, best_weights, rng, gen)
@@ -72,15 +79,21 @@ class Trainer:
         epochs = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", disable=not self.progress,
                       initial=state["epoch"], total=cfg.epochs)
         for epoch in epochs:
+            epoch_start = time.perf_counter()
             loss = self.train_epoch(model, optimizer, dataset, rng, gen, epoch)
+            state["train_seconds"] += time.perf_counter() - epoch_start
             record = {"epoch": epoch + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                       "seconds": round(time.perf_counter() - start, 2)}
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            if not self.validates:
+                state.update(best_epoch=epoch + 1, seconds_to_best=state["train_seconds"])
+                best_weights = model.state_dict()
+            elif (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 metrics = self.validate(model, dataset)
                 record.update(metrics)
                 value = metrics[cfg.metric]
                 if value > state["best_metric"]:
-                    state.update(best_metric=value, best_epoch=epoch + 1, bad=0)
+                    state.update(best_metric=value, best_epoch=epoch + 1, bad=0,
+                                 seconds_to_best=state["train_seconds"])
                     best_weights = copy.deepcopy(model.state_dict())
                 else:
                     state["bad"] += 1
@@ -99,7 +112,8 @@ class Trainer:
         model.invalidate()
         model.eval()
         result = TrainResult(state["best_epoch"], state["best_metric"], state["epoch"],
-                             time.perf_counter() - start, state["history"])
+                             time.perf_counter() - start, state["history"], state["train_seconds"],
+                             state["seconds_to_best"])
         return model, result
 
     def train_epoch(self, model, optimizer, dataset, rng, gen, epoch) -> float:
@@ -108,7 +122,7 @@ class Trainer:
         model.start_epoch(gen)
         n_batches = -(-len(dataset.train) // self.cfg.batch_size)
         total, count = 0.0, 0
-        bar = tqdm(bpr_epoch(dataset.train, rng, self.cfg.batch_size), total=n_batches, leave=False,
+        bar = tqdm(sampling.bpr_epoch(dataset.train, rng, self.cfg.batch_size), total=n_batches, leave=False,
                    desc=f"epoch {epoch + 1}", disable=not self.progress)
         for users, pos, neg in bar:
             batch = tuple(torch.from_numpy(a) for a in (users, pos, neg))
@@ -138,7 +152,8 @@ class Trainer:
         trainer_state = {"optimizer": optimizer.state_dict(), "current": current,
                          "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                          "scalars": torch.tensor([state["epoch"], state["best_epoch"], state["bad"]]),
-                         "floats": torch.tensor([state["best_metric"], state["seconds"]], dtype=torch.float64)}
+                         "floats": torch.tensor([state["best_metric"], state["seconds"], state["train_seconds"],
+                                                 state["seconds_to_best"]], dtype=torch.float64)}
         if scheduler is not None:
             trainer_state["scheduler"] = scheduler.state_dict()
         save_checkpoint(self.checkpoint_dir, model, self.run, dataset,
@@ -163,9 +178,10 @@ class Trainer:
             torch.set_rng_state(saved["torch_rng"])
         rng.bit_generator.state = meta["rng_state"]
         epoch, best_epoch, bad = (int(x) for x in saved["scalars"])
-        best_metric, seconds = (float(x) for x in saved["floats"])
+        best_metric, seconds, train_seconds, seconds_to_best = (float(x) for x in saved["floats"])
         state = {"epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch, "bad": bad,
-                 "history": meta.get("history", []), "seconds": seconds}
+                 "history": meta.get("history", []), "seconds": seconds, "train_seconds": train_seconds,
+                 "seconds_to_best": seconds_to_best}
         return state, best_weights, rng, gen
 
 

@@ -1,43 +1,114 @@
-"""The Unlearner contract: `prepare(model, dataset)` once, then `unlearn(request)` per deletion."""
+"""The Unlearner contract: `prepare(model, dataset)` once, then `unlearn(request)` per deletion.
+
+Every method, exact or approximate, answers the same calls, so that the CLI, the benchmark harness and the
+service drive any registered method without knowing its internals:
+
+- `prepare(model, dataset) -> self`: the one-off cost (encoder pre-training, shard training, ...), timed
+  into `prepare_seconds`. It never reads the test split.
+- `unlearn(request) -> UnlearnResult`: forget a set of current training edges. The result holds a Scorer
+  that answers queries for the residual data (plus the new model state when the method has one), the
+  residual dataset, the cumulative forgotten set and `seconds["total"]`, timed the same way for every
+  method: from receiving the request to a scorer that has answered its first query (readout included).
+  Requests compose: each starts from the previous result. Forgotten edges are never fed back as training
+  positives.
+- `save(dir)` / `load(dir, model, dataset)`: the method's private working state (it may hold what the
+  method needs to continue, such as the forgotten edges; it is not a deliverable to ship).
+"""
 from __future__ import annotations
 
+import json
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Literal
 
+import numpy as np
+import torch
+
+from ..config import StrictConfig
 from ..data.interactions import Dataset, Interactions
+from ..data.requests import Request
+from ..eval.scorer import Scorer
 from ..models.base import Recommender
+from ..train.config import RunConfig
+
+Kind = Literal["exact", "approximate", "control"]
+STATE_FILE, FORGOTTEN_FILE, WEIGHTS_FILE = "unlearner.json", "forgotten.npz", "weights.pt"
+
+
+class NoConfig(StrictConfig):
+    """A method without settings of its own."""
 
 
 @dataclass
 class UnlearnResult:
-    """The state after a request: a model over the residual data, plus timings and what changed."""
+    """The state after a request: what answers queries now, over which data, and what it cost."""
 
-    model: Recommender
+    scorer: Scorer                        # scores for the residual data (the model itself for embedding methods)
     dataset: Dataset                      # `train` is the residual training set
     forgotten: Interactions               # cumulative forgotten pairs since `prepare`
-    seconds: dict[str, float]             # e.g. {"unlearn": 0.4, "finetune": 12.0}
-    kind: Literal["exact", "approximate"]
+    seconds: dict[str, float]             # "total" always; a method may add its parts ("zero_shot", ...)
+    kind: Kind
+    model: Recommender | None = None      # the new model state, for methods that have one
     report: dict = field(default_factory=dict)
 
 
 class Unlearner(ABC):
-    name: ClassVar[str]
-    kind: ClassVar[Literal["exact", "approximate"]]
+    """Base of every unlearning method; subclasses implement `_unlearn` (and `_prepare` when they have one)."""
 
-    def __init__(self):
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    config_class: ClassVar[type[StrictConfig]] = NoConfig
+    needs_run: ClassVar[bool] = False     # the method trains the backbone: it needs the original run config
+
+    def __init__(self, config: StrictConfig | dict | None = None, *, run: RunConfig | None = None,
+                 progress: bool = True, cache_dir: str | Path | None = None):
+        self.config = config if isinstance(config, self.config_class) else self.config_class.model_validate(config or {})
+        if self.needs_run and run is None:
+            raise ValueError(f"{self.name} trains the backbone: pass run=<the original model's RunConfig>")
+        self.run, self.progress, self.cache_dir = run, progress, cache_dir
         self.prepare_seconds = 0.0
         self.state: UnlearnResult | None = None
 
+    # --- the contract ------------------------------------------------------------------------------
     def prepare(self, model: Recommender, dataset: Dataset) -> "Unlearner":
-        """One-off set-up before any request (timed into `prepare_seconds`); by default just the start state."""
-        self.state = UnlearnResult(model, dataset, Interactions.empty(dataset.n_users, dataset.n_items), {}, self.kind)
+        """One-off set-up before any request, timed into `prepare_seconds`."""
+        start = time.perf_counter()
+        model.eval()
+        self.original, self.original_data = model, dataset
+        self._prepare(model, dataset)
+        self.state = UnlearnResult(model, dataset, Interactions.empty(dataset.n_users, dataset.n_items), {},
+                                   self.kind, model=model)
+        self.prepare_seconds = time.perf_counter() - start
         return self
 
-    @abstractmethod
-    def unlearn(self, edges: Interactions) -> UnlearnResult:
-        """Forget `edges` (training pairs). Requests compose: each starts from the previous result."""
+    def unlearn(self, request: Request | Interactions) -> UnlearnResult:
+        """Forget `request` (current training edges); timed up to the first answered query."""
+        edges = request.edges if isinstance(request, Request) else request
+        start = time.perf_counter()
+        residual = self._residual(edges)
+        result = self._unlearn(edges, residual)
+        result.scorer.score_users(torch.zeros(1, dtype=torch.long))   # a queryable model: readout done
+        # "excluded": time a method spent on validation passes, which the timed region leaves out.
+        excluded = result.seconds.pop("excluded", 0.0)
+        if not result.report.get("timing_reused"):
+            result.seconds["total"] = time.perf_counter() - start - excluded
+        self.state = result
+        return result
 
+    def _prepare(self, model: Recommender, dataset: Dataset) -> None:
+        """The method's one-off set-up (none by default)."""
+
+    @abstractmethod
+    def _unlearn(self, edges: Interactions, residual: Dataset) -> UnlearnResult:
+        """The new state for `residual` (the current data without `edges`); `self.state` is the current one."""
+
+    def _result(self, scorer: Scorer, residual: Dataset, edges: Interactions, model: Recommender | None = None,
+                **report) -> UnlearnResult:
+        return UnlearnResult(scorer, residual, self.state.forgotten.union(edges), {}, self.kind, model, report)
+
+    # --- requests ----------------------------------------------------------------------------------
     def _residual(self, edges: Interactions) -> Dataset:
         """The current data without `edges`, after checking that they are current training edges."""
         self._check_request(edges)
@@ -47,8 +118,74 @@ class Unlearner(ABC):
         if self.state is None:
             raise RuntimeError(f"{self.name}: call prepare(model, dataset) before unlearn()")
         train = self.state.dataset.train
+        if (edges.n_users, edges.n_items) != (train.n_users, train.n_items):
+            raise ValueError(f"the request spans {edges.n_users} users x {edges.n_items} items, the data "
+                             f"{train.n_users} x {train.n_items}: it was made for another dataset")
+        if len(edges) == 0:
+            raise ValueError("the request is empty: nothing to forget")
         present = train.contains(edges.users, edges.items)
         if not present.all():
             k = int(present.argmin())
             raise ValueError(f"request edge (user {edges.users[k]}, item {edges.items[k]}) is not in the current "
-                             "training set (never trained on, or already forgotten)")
+                             f"training set (never trained on, or already forgotten; {int((~present).sum())} such "
+                             "edges): only current training edges can be forgotten")
+
+    # --- persistence of the working state ----------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """The method's working state: config, preparation time, forgotten edges, current weights."""
+        if self.state is None:
+            raise RuntimeError(f"{self.name}: nothing to save before prepare()")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        forgotten = self.state.forgotten
+        np.savez(path / FORGOTTEN_FILE, users=forgotten.users, items=forgotten.items)
+        if self.state.model is not None and self.state.model is not self.original:
+            torch.save(self.state.model.state_dict(), path / WEIGHTS_FILE)
+        meta = {"method": self.name, "config": self.config.model_dump(mode="json"),
+                "prepare_seconds": self.prepare_seconds, "forgotten_hash": forgotten.hash,
+                "original_train_hash": self.original_data.train.hash}
+        (path / STATE_FILE).write_text(json.dumps(meta, indent=2))
+        self._save_extra(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model: Recommender, dataset: Dataset, *, run: RunConfig | None = None,
+             progress: bool = True, cache_dir: str | Path | None = None) -> "Unlearner":
+        """The state saved by `save`, for the original `model` and `dataset` it was prepared with."""
+        path = Path(path)
+        if not (path / STATE_FILE).is_file():
+            raise FileNotFoundError(f"no saved {cls.name} state in {path}: run `recunlearn prepare --method "
+                                    f"{cls.name}` first")
+        meta = json.loads((path / STATE_FILE).read_text())
+        if meta["method"] != cls.name:
+            raise ValueError(f"{path} holds the state of method {meta['method']!r}, not {cls.name!r}")
+        if meta["original_train_hash"] != dataset.train.hash:
+            raise ValueError(f"{path} was prepared for training data {meta['original_train_hash']}, not this "
+                             f"model's {dataset.train.hash}: prepare it again")
+        self = cls(meta["config"], run=run, progress=progress, cache_dir=cache_dir)
+        self.original, self.original_data = model, dataset
+        self.prepare_seconds = meta["prepare_seconds"]
+        with np.load(path / FORGOTTEN_FILE) as z:
+            forgotten = Interactions.from_arrays(z["users"], z["items"], dataset.n_users, dataset.n_items)
+        residual = dataset.with_train(dataset.train.subtract(forgotten))
+        current = None
+        if (path / WEIGHTS_FILE).is_file():
+            from ..data.graph import build_graph
+            current = model.clone()
+            current.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
+            current.attach(build_graph(residual.train)).eval()
+        self._load_extra(path, model, dataset)
+        self.state = self._restore(model, current, residual, forgotten)
+        return self
+
+    def _restore(self, original: Recommender, current: Recommender | None, residual: Dataset,
+                 forgotten: Interactions) -> UnlearnResult:
+        """The state after loading: by default the saved model (or the original when nothing was forgotten)."""
+        model = current if current is not None else original
+        return UnlearnResult(model, residual, forgotten, {}, self.kind, model)
+
+    def _save_extra(self, path: Path) -> None:
+        """Method-specific files (e.g. an encoder)."""
+
+    def _load_extra(self, path: Path, model: Recommender, dataset: Dataset) -> None:
+        """Read what `_save_extra` wrote."""

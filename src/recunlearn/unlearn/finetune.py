@@ -1,32 +1,32 @@
-"""Fine-tune (approximate, naive): continue training the original model on the residual data."""
+"""Fine-tune (approximate, naive): continue training the current model on the residual data for a fixed
+number of epochs, with no validation pass."""
 from __future__ import annotations
 
-import copy
-import time
+from pydantic import Field
 
-from ..data.interactions import Interactions
-from ..train.config import RunConfig
+from ..config import StrictConfig
+from ..data.interactions import Dataset, Interactions
 from ..train.trainer import Trainer
 from .base import UnlearnResult, Unlearner
+
+
+class FineTuneConfig(StrictConfig):
+    epochs: int = Field(1, ge=1, description="epochs over the residual training edges")
+    lr: float | None = Field(None, gt=0, description="learning rate (default: the original run's)")
 
 
 class FineTune(Unlearner):
     name = "finetune"
     kind = "approximate"
+    config_class = FineTuneConfig
+    needs_run = True
 
-    def __init__(self, run: RunConfig, epochs: int = 1, progress: bool = True):
-        super().__init__()
-        train = run.train.model_copy(update={"epochs": epochs, "eval_every": epochs, "patience": epochs + 1})
-        self.run = run.model_copy(update={"train": train})
-        self.progress = progress
-
-    def unlearn(self, edges: Interactions) -> UnlearnResult:
-        residual = self._residual(edges)
-        model = copy.deepcopy(self.state.model)
+    def _unlearn(self, edges: Interactions, residual: Dataset) -> UnlearnResult:
+        cfg = self.config
+        train = self.run.train.model_copy(update={"epochs": cfg.epochs, "lr": cfg.lr or self.run.train.lr})
+        model = self.state.model.clone()
         for p in model.parameters():
             p.requires_grad_(True)
-        start = time.perf_counter()
-        model, _ = Trainer(self.run, progress=self.progress).fit(residual, model=model)
-        seconds = time.perf_counter() - start
-        self.state = UnlearnResult(model, residual, self.state.forgotten.union(edges), {"total": seconds}, self.kind)
-        return self.state
+        model, _ = Trainer(self.run.model_copy(update={"train": train}), progress=self.progress,
+                           validate=False).fit(residual, model=model)
+        return self._result(model, residual, edges, model)

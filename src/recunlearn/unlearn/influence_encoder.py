@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..config import StrictConfig
 from ..data.graph import Graph, bipartite_csr, build_graph, edge_norm, normalized_adjacency, spmm
 from ..data.interactions import Dataset, Interactions
-from ..data.sampling import bpr_epoch
+from ..data import sampling
 from ..eval.ranking import evaluate
 from ..eval.scorer import EmbeddingScorer
 from ..models.base import Recommender
@@ -285,7 +285,7 @@ class UnlearnRec(Unlearner):
         model.attach(graph)
         model.start_epoch(self.view_generator)
         total = 0.0
-        batches = bpr_epoch(residual, rng, cfg.batch_size)
+        batches = sampling.bpr_epoch(residual, rng, cfg.batch_size)
         for step in range(n_batches):
             users, pos, neg = (torch.from_numpy(a) for a in next(batches))
             hs = enc.propagate(idm)
