@@ -174,14 +174,13 @@ def test_adversarial_request_loads_against_the_poisoned_checkpoint_only(poisoned
 
 # ---------------------------------------------------------------------------------------------- prepare
 
-def test_prepare_writes_the_encoder_into_the_checkpoint(prepared, clean):
+def test_prepare_writes_the_method_state_next_to_the_checkpoint(prepared, clean):
     out, result = prepared
-    assert (out / "influence_encoder" / "encoder.pt").is_file()
-    meta = json.loads((out / "influence_encoder" / "encoder.json").read_text())
+    meta = json.loads((out / "unlearners" / "unlearnrec" / "unlearner.json").read_text())
+    assert meta["method"] == "unlearnrec"
     assert meta["config"]["epochs"] == 1 and meta["config"]["lr"] == 0.05
-    assert meta["train_hash"] == clean[1].train.hash
-    assert [check["epoch"] for check in meta["history"]] == [1]
-    assert "influence encoder pre-trained in" in result.stdout and "selected epoch 1" in result.stdout
+    assert meta["original_train_hash"] == clean[1].train.hash and meta["prepare_seconds"] > 0
+    assert "unlearnrec prepared in" in result.stdout
 
 
 # ---------------------------------------------------------------------------------------------- unlearn
@@ -195,17 +194,20 @@ def test_unlearn_writes_a_checkpoint_of_the_residual_model(unlearned, random_fil
     meta = read_meta(out)
     assert meta["train_hash"] == residual.hash
     assert meta["unlearned_from"] == str(clean[0]) and meta["request"] == str(random_file[0])
+    assert meta["method"] == "unlearnrec"
     model, _, reloaded, _ = load_checkpoint(out)
     assert np.array_equal(reloaded.train.keys, residual.keys)
     assert np.array_equal(reloaded.valid.keys, data.valid.keys) and np.array_equal(reloaded.test.keys, data.test.keys)
-    assert (out / "influence_encoder" / "encoder.pt").is_file()   # the state for the next request
+    # the state for the next request stays next to the original model, and now remembers the request
+    state = json.loads((clean[0] / "unlearners" / "unlearnrec" / "unlearner.json").read_text())
+    assert state["forgotten_hash"] == request.edges.hash
     assert f"unlearned checkpoint written to {out}" in result.stdout
 
 
 def test_unlearn_prints_before_and_after_and_lowers_the_request_scores(unlearned, clean, random_file):
     out, result = unlearned
     _, data = clean
-    assert "forgot 808 edges in" in result.stdout and "zero_shot" in result.stdout
+    assert "unlearnrec forgot 808 edges in" in result.stdout and "zero_shot" in result.stdout
     assert row(result.stdout, "training edges") == [len(data.train), len(data.train) - 808]
     before, after = row(result.stdout, "request-edge mean score")
     assert np.isfinite([before, after]).all()
@@ -222,12 +224,34 @@ def test_unlearn_prints_before_and_after_and_lowers_the_request_scores(unlearned
     assert read_meta(out)["metrics"]["test"]["Recall@20"] == pytest.approx(recall_after, abs=5e-5)
 
 
-def test_unlearning_the_same_request_twice_is_refused(unlearned, random_file, work):
-    out, _ = unlearned
+def test_unlearning_the_same_request_twice_is_refused(unlearned, clean, random_file, work):
     again = work / "unlearned-twice"
-    result = invoke("unlearn", "--checkpoint", out, "--request", random_file[0], "--out", again, "--quiet")
-    assert_input_error(result, "is not a training interaction", "deleted from the training set earlier")
+    result = invoke("unlearn", "--checkpoint", clean[0], "--request", random_file[0], "--out", again, "--quiet")
+    assert_input_error(result, "not in the current training set", "already forgotten")
     assert not again.exists()
+
+
+@pytest.mark.parametrize("method", ["finetune", "retrain"])
+def test_any_registered_method_unlearns_from_the_command_line(method, clean, random_file, work):
+    out = work / f"unlearned-{method}"
+    result = ok(invoke("unlearn", "--checkpoint", clean[0], "--method", method, "--request", random_file[0],
+                       "--out", out, "--quiet"))
+    assert f"{method} forgot 808 edges in" in result.stdout
+    meta = read_meta(out)
+    assert meta["method"] == method
+    assert meta["train_hash"] == clean[1].train.subtract(Request.load(random_file[0], clean[1]).edges).hash
+
+
+def test_a_method_without_a_model_state_says_where_to_use_it(clean, random_file, work):
+    result = invoke("unlearn", "--checkpoint", clean[0], "--method", "suppress", "--request", random_file[0],
+                    "--out", work / "suppressed", "--quiet")
+    assert_input_error(result, "suppress answers through a scorer", "recunlearn bench run")
+    assert not (work / "suppressed").exists()
+
+
+def test_unknown_method_lists_the_registered_ones(clean, random_file, work):
+    result = invoke("prepare", "--checkpoint", clean[0], "--method", "sisa-typo", "--quiet")
+    assert_input_error(result, "unknown unlearning method 'sisa-typo'", "unlearnrec")
 
 
 def test_unlearning_the_injected_edges_restores_the_clean_training_set(poisoned, adversarial_file, clean, work):
@@ -236,7 +260,7 @@ def test_unlearning_the_injected_edges_restores_the_clean_training_set(poisoned,
     # The request touches every user and item: one encoder epoch at lr 0.05 overshoots here (the injected
     # edges then score higher than before), one at lr 0.01 forgets them.
     ok(invoke("prepare", "--checkpoint", source, *ENCODER, "--set", "lr=0.01"))
-    assert json.loads((source / "influence_encoder" / "encoder.json").read_text())["config"]["lr"] == 0.01
+    assert json.loads((source / "unlearners" / "unlearnrec" / "unlearner.json").read_text())["config"]["lr"] == 0.01
     out = work / "poisoned-unlearned"
     result = ok(invoke("unlearn", "--checkpoint", source, "--request", adversarial_file[0], "--out", out, "--quiet"))
     n_injected = json.loads(adversarial_file[0].read_text())["size"]
@@ -284,11 +308,11 @@ def test_audit_refuses_a_model_that_did_not_forget_this_request(clean, random_fi
 
 # -------------------------------------------------------------------------------------------- bad input
 
-def test_unlearn_without_a_prepared_encoder_says_to_run_prepare(clean, random_file, work):
+def test_unlearn_without_preparation_says_to_run_prepare(clean, random_file, work):
     bare = work / "bare"
-    shutil.copytree(clean[0], bare, ignore=shutil.ignore_patterns("influence_encoder"))
+    shutil.copytree(clean[0], bare, ignore=shutil.ignore_patterns("unlearners"))
     result = invoke("unlearn", "--checkpoint", bare, "--request", random_file[0], "--out", work / "x", "--quiet")
-    assert_input_error(result, "no pre-trained influence encoder", "recunlearn prepare")
+    assert_input_error(result, "unlearnrec has not been prepared", "recunlearn prepare --method unlearnrec")
     assert not (work / "x").exists()
 
 

@@ -62,6 +62,12 @@ def print_metrics(columns: dict[str, dict], title: str | None = None) -> None:
                  for name in names], title=title)
 
 
+def own_data(path: Path):
+    """The data config of your own file or folder: its absolute path, named after the file (or folder)."""
+    from .train.config import DataConfig
+    return DataConfig(name=path.name.split(".")[0], path=str(path.resolve()))
+
+
 @app.command()
 @guarded
 def datasets(root: Optional[Path] = typer.Option(None, help="data folder (default: $RECUNLEARN_DATA)")):
@@ -74,6 +80,9 @@ def datasets(root: Optional[Path] = typer.Option(None, help="data folder (defaul
 @guarded
 def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `recunlearn datasets`) "
                                                 "[default: ml-100k, or the config file's]"),
+          data_path: Optional[Path] = typer.Option(None, "--data", help="your own interaction file (CSV, Parquet, "
+                                                   "JSON, .inter, u.data, LightGCN text, ...) or a folder with "
+                                                   "train/test[/valid] files, instead of --dataset"),
           model: Optional[str] = typer.Option(None, help="backbone: mf, lightgcn, sgl, simgcl "
                                               "[default: lightgcn, or the config file's]"),
           config: Optional[Path] = typer.Option(None, help="YAML run config"),
@@ -83,17 +92,20 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
           inject: Optional[Path] = typer.Option(None, help="adversarial request file: train on the poisoned graph"),
           quiet: bool = typer.Option(False, help="no progress bars")):
     """Train a backbone with early stopping on validation Recall@20 and write a checkpoint."""
-    from .data.registry import load_dataset
     from .train.config import RunConfig
     from .config import load_config
+    from .train.inputs import load_data
     from .train.runs import train_and_save
 
-    # Precedence: defaults < config file < --dataset / --model < --set.
+    # Precedence: defaults < config file < --dataset / --data / --model < --set.
     explicit = [f"data.name={json.dumps(dataset)}"] if dataset else []
+    if data_path is not None:
+        own = own_data(data_path)
+        explicit += [f"data.path={json.dumps(own.path)}"] + ([] if dataset else [f"data.name={json.dumps(own.name)}"])
     explicit += [f"model.name={json.dumps(model)}"] if model else []
     run = load_config(RunConfig, config, [*explicit, *set_])
     console.print_json(json.dumps(run.model_dump(mode="json")))
-    data = load_dataset(run.data.name, seed=run.data.seed, valid_ratio=run.data.valid_ratio)
+    data = load_data(run.data)
     if inject is not None:
         from .data.requests import injected_edges, poisoned_dataset
         data = poisoned_dataset(data, injected_edges(inject, data))
@@ -152,21 +164,24 @@ def request_make(spec: str = typer.Option(..., help="random:RHO | user:RHO[:rand
                                                       "item:RHO[:random|popular] | adversarial:RHO[:RHO_ITEMS]"),
                  out: Path = typer.Option(..., help="request file (JSON) to write"),
                  dataset: str = typer.Option("ml-100k", help="dataset (ignored when --checkpoint is given)"),
+                 data_path: Optional[Path] = typer.Option(None, "--data", help="your own interaction file or "
+                                                          "folder, instead of --dataset"),
                  checkpoint: Optional[Path] = typer.Option(None, help="model whose data the request is for; "
                                                            "required for adversarial (the clean model)"),
                  seed: int = typer.Option(0)):
     """Draw a request and save it. Adversarial requests inject each user's / item's least-likely edge
     (as scored by the clean model); train the poisoned model with `recunlearn train --inject FILE`."""
-    from .data.registry import load_dataset
     from .data.requests import GENERATORS, adversarial_edges, adversarial_request, parse_spec, poisoned_dataset
     from .train.checkpoint import load_checkpoint
+    from .train.config import DataConfig
+    from .train.inputs import load_data
 
     kind, params = parse_spec(spec)
     model = None
     if checkpoint is not None:
         model, _, data, _ = load_checkpoint(checkpoint)
     else:
-        data = load_dataset(dataset)
+        data = load_data(DataConfig(name=dataset) if data_path is None else own_data(data_path))
     if kind == "adversarial":
         if model is None:
             fail("an adversarial request needs the clean model: pass --checkpoint DIR")
@@ -179,68 +194,104 @@ def request_make(spec: str = typer.Option(..., help="random:RHO | user:RHO[:rand
                   f"{len(request.items())} items) written to {out}")
 
 
+METHOD_HELP = "unlearning method (see `recunlearn methods`)"
+
+
+def method_state_dir(checkpoint: Path, method: str) -> Path:
+    """Where a method's working state lives: privately, next to the model it was prepared for."""
+    return checkpoint / UNLEARNERS_DIR / method
+
+
+UNLEARNERS_DIR = "unlearners"
+
+
+@app.command()
+def methods():
+    """The registered unlearning methods, their kind and their settings."""
+    from .unlearn.registry import UNLEARNERS, unlearner_class
+    rows = []
+    for name in sorted(UNLEARNERS):
+        cls = unlearner_class(name)
+        settings = ", ".join(f"{key}={value}" for key, value in cls.config_class().model_dump().items())
+        rows.append({"method": name, "kind": cls.kind, "settings (--set key=value)": settings or "-"})
+    print_table(rows, title="unlearning methods")
+
+
 @app.command()
 @guarded
 def prepare(checkpoint: Path = typer.Option(..., help="trained model checkpoint"),
-            method: str = typer.Option("unlearnrec", help="unlearning method to prepare"),
-            ie_set: List[str] = typer.Option([], "--set", help="encoder config override, e.g. --set epochs=20"),
+            method: str = typer.Option("unlearnrec", help=METHOD_HELP),
+            set_: List[str] = typer.Option([], "--set", help="method setting, e.g. --set epochs=20"),
             quiet: bool = typer.Option(False)):
-    """One-off preparation before any request: UnlearnRec pre-trains its influence encoder, saved in
-    CHECKPOINT/influence_encoder and bound to that model and data."""
-    from .config import load_config
+    """One-off preparation before any request (UnlearnRec pre-trains its influence encoder), timed and saved
+    in CHECKPOINT/unlearners/METHOD, bound to that model and its data."""
     from .train.checkpoint import load_checkpoint
-    from .unlearn.influence_encoder import IEConfig, UnlearnRec
+    from .unlearn.registry import build_unlearner
 
-    if method != "unlearnrec":
-        fail(f"method {method!r} needs no preparation step here; `prepare` applies to: unlearnrec")
-    cfg = load_config(IEConfig, None, ie_set)
-    model, _, data, _ = load_checkpoint(checkpoint)
-    ie = UnlearnRec(cfg, progress=not quiet).prepare(model, data)
-    ie.save(checkpoint / ENCODER_DIR)
-    sel = ie.selected
-    console.print(f"influence encoder pre-trained in {ie.prepare_seconds:.1f}s; selected epoch {sel['epoch']} "
-                  f"(held-out valid Recall@20 {sel['valid_recall']:.4f}, held-out request score "
-                  f"{sel['forget_score']:.3f} vs non-edges {sel['nonedge_score']:.3f}); saved to "
-                  f"{checkpoint / ENCODER_DIR}")
-
-
-ENCODER_DIR = "influence_encoder"
+    model, run, data, _ = load_checkpoint(checkpoint)
+    unlearner = build_unlearner(method, set_, run=run, progress=not quiet)
+    console.print_json(json.dumps({"method": method, "config": unlearner.config.model_dump(mode="json")}))
+    unlearner.prepare(model, data)
+    unlearner.save(method_state_dir(checkpoint, method))
+    console.print(f"{method} prepared in {unlearner.prepare_seconds:.1f}s; saved to "
+                  f"{method_state_dir(checkpoint, method)}")
 
 
 @app.command()
 @guarded
-def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint with a pre-trained encoder"),
+def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint (prepared with `recunlearn prepare` for "
+                                            "methods that need it)"),
             request: Path = typer.Option(..., help="request file (from `request make`, or CSV/JSON pairs)"),
             out: Path = typer.Option(..., help="checkpoint folder for the unlearned model"),
-            finetune_epochs: Optional[float] = typer.Option(None, help="fine-tuning epochs after the zero-shot step"),
+            method: str = typer.Option("unlearnrec", help=METHOD_HELP),
+            set_: List[str] = typer.Option([], "--set", help="request-time setting, e.g. --set finetune_epochs=1"),
             quiet: bool = typer.Option(False)):
-    """Forget a request with UnlearnRec: one encoder pass (+ optional fine-tuning). Writes a new checkpoint
-    whose training set is the residual one, with the encoder state for the next request."""
+    """Forget a request with any registered method and write the unlearned model as a new checkpoint.
+
+    Requests compose: the method's state next to CHECKPOINT remembers what was forgotten, so a second
+    `unlearn --checkpoint CHECKPOINT` continues from the first."""
     import torch
 
+    from .config import load_config
     from .data.requests import Request
     from .train.checkpoint import load_checkpoint, save_checkpoint
     from .train.runs import test_metrics
-    from .unlearn.influence_encoder import UnlearnRec
+    from .unlearn.base import Unlearner
+    from .unlearn.registry import build_unlearner, unlearner_class
 
-    model, run, data, meta = load_checkpoint(checkpoint)
+    model, run, data, _ = load_checkpoint(checkpoint)
     req = Request.load(request, data)
-    ie = UnlearnRec.load(checkpoint / ENCODER_DIR, model, data, progress=not quiet)
+    cls = unlearner_class(method)
+    state = method_state_dir(checkpoint, method)
+    if (state / "unlearner.json").is_file():
+        unlearner = cls.load(state, model, data, run=run, progress=not quiet)
+        if set_:
+            unlearner.config = load_config(cls.config_class, None, set_, base=unlearner.config.model_dump())
+    elif cls._prepare is not Unlearner._prepare:
+        fail(f"{method} has not been prepared for {checkpoint}: run `recunlearn prepare --method {method} "
+             f"--checkpoint {checkpoint}` first")
+    else:
+        unlearner = build_unlearner(method, set_, run=run, progress=not quiet).prepare(model, data)
     edges = req.edges
     pairs = (torch.from_numpy(edges.users), torch.from_numpy(edges.items))
-    before_score = model.score_pairs(*pairs).mean().item()
-    before = test_metrics(model, data, ks=[20])
-    result = ie.unlearn(edges, finetune_epochs=finetune_epochs)
-    after = test_metrics(result.model, result.dataset, ks=[20])
-    after_score = result.model.score_pairs(*pairs).mean().item()
+    current = unlearner.state
+    before_score = current.scorer.score_pairs(*pairs).mean().item()
+    before = test_metrics(current.scorer, current.dataset, ks=[20])
+    result = unlearner.unlearn(edges)
+    if result.model is None:
+        fail(f"{method} answers through a scorer with no model state to write as a checkpoint; compare it in the "
+             "benchmark harness (`recunlearn bench run`)")
+    after = test_metrics(result.scorer, result.dataset, ks=[20])
+    after_score = result.scorer.score_pairs(*pairs).mean().item()
     save_checkpoint(out, result.model, run, result.dataset, metrics={"test": after},
-                    extra={"unlearned_from": str(checkpoint), "request": str(request), "seconds": result.seconds})
-    ie.save(out / ENCODER_DIR)
+                    extra={"unlearned_from": str(checkpoint), "method": method, "request": str(request),
+                           "seconds": result.seconds})
+    unlearner.save(state)
     print_table([{"": "request-edge mean score", "before": before_score, "after": after_score},
                  {"": "test Recall@20", "before": before["Recall@20"], "after": after["Recall@20"]},
                  {"": "test NDCG@20", "before": before["NDCG@20"], "after": after["NDCG@20"]},
-                 {"": "training edges", "before": len(data.train), "after": len(result.dataset.train)}],
-                title=f"forgot {len(edges)} edges in {result.seconds['total']:.2f}s "
+                 {"": "training edges", "before": len(current.dataset.train), "after": len(result.dataset.train)}],
+                title=f"{method} forgot {len(edges)} edges in {result.seconds['total']:.2f}s "
                       f"({', '.join(f'{k} {v:.2f}s' for k, v in result.seconds.items() if k != 'total')})")
     console.print(f"unlearned checkpoint written to {out}")
 
@@ -251,15 +302,16 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
           original: Path = typer.Option(..., help="the model before unlearning"),
           request: Path = typer.Option(..., help="the request that was forgotten"),
           retrain: Optional[Path] = typer.Option(None, help="retrained reference checkpoint; default: train "
-                                                 "(or reuse from cache) one on the residual data"),
+                                                 "(or reuse from cache) one on the residual data, with a seed "
+                                                 "other than the original's"),
           json_out: Optional[Path] = typer.Option(None, help="append the report as a JSON line"),
           quiet: bool = typer.Option(False)):
     """Forgetting report of an unlearned model against a model retrained without the request."""
     from .data.requests import Request
     from .eval.forgetting import audit as run_audit, neighbourhood_utility
-    from .train.cache import train_cached
     from .train.checkpoint import load_checkpoint
     from .train.runs import test_metrics
+    from .unlearn.retrain import Retrain
 
     orig_model, run, orig_data, _ = load_checkpoint(original)
     req = Request.load(request, orig_data)
@@ -269,7 +321,8 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
     if retrain is not None:
         reference, _, _, _ = load_checkpoint(retrain, data)
     else:
-        reference, _, _ = train_cached(run, data, progress=not quiet)
+        # an independent retrain (another seed than the original's), trained or taken from the cache
+        reference = Retrain(run=run, progress=not quiet).prepare(orig_model, orig_data).unlearn(req.edges).model
     report = run_audit(model, req.edges, data.train, data.test, original=orig_model, retrain=reference,
                        valid=data.valid)
     report.update({f"test_{k}": v for k, v in test_metrics(model, data, ks=[20]).items() if k != "users"})

@@ -19,6 +19,7 @@ from ..data.interactions import Dataset, Interactions
 from ..models.base import Recommender
 from ..models.registry import build_model
 from .config import RunConfig
+from .inputs import load_data
 
 CONFIG_FILE, WEIGHTS_FILE, EDITS_FILE = "config.json", "weights.pt", "train_edits.npz"
 
@@ -94,13 +95,12 @@ def load_checkpoint(path: str | Path, dataset: Dataset | None = None) -> tuple[R
     set is rebuilt exactly.
     """
     from ..data.graph import build_graph
-    from ..data.registry import load_dataset
 
     path = Path(path)
     meta = read_meta(path)
     run = RunConfig.model_validate(meta["run"])
     if dataset is None:
-        dataset = load_dataset(run.data.name, seed=run.data.seed, valid_ratio=run.data.valid_ratio)
+        dataset = load_data(run.data)
     if dataset.origin_hash != meta["data_hash"]:
         raise CheckpointError(f"checkpoint {path} was trained on data {meta['data_hash']}, but the data "
                               f"loaded now hashes to {dataset.origin_hash}: the files or the split seed changed")

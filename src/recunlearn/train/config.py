@@ -34,6 +34,8 @@ class TrainConfig(StrictConfig):
 
 class DataConfig(StrictConfig):
     name: str = "ml-100k"
+    path: str | None = Field(None, description="your own interaction file, or a folder with train/test[/valid] "
+                                               "files, in any supported format; `name` then only labels it")
     seed: int = Field(0, description="seed of the split where the dataset ships none")
     valid_ratio: float = Field(0.1, gt=0, lt=1, description="validation share carved from a shipped train set")
 
