@@ -81,7 +81,7 @@ def test_entry_of_another_code_version_is_not_reused(tmp_path, monkeypatch):
     data = tiny_dataset()
     cache_module.train_cached(RUN, data, tmp_path, progress=False)
     assert cache_module.train_cached(RUN, data, tmp_path, progress=False)[2]
-    monkeypatch.setattr(cache_module, "code_version", lambda: "0.1.0+changedcode")
+    monkeypatch.setattr(cache_module, "code_version", lambda packages: "0.1.0+changedcode")
     _, meta, hit = cache_module.train_cached(RUN, data, tmp_path, progress=False)
     assert not hit and meta["complete"]
     assert len(list(tmp_path.iterdir())) == 2

@@ -14,7 +14,7 @@ from .checkpoint import load_checkpoint, read_meta
 from .config import RunConfig
 from .runs import train_and_save
 from .trainer import TRAINER_STATE
-from .version import code_version
+from .version import TRAINING_PACKAGES, code_version
 
 
 def cache_root(root: str | Path | None = None) -> Path:
@@ -26,7 +26,7 @@ def cache_root(root: str | Path | None = None) -> Path:
 
 def run_key(run: RunConfig, dataset: Dataset) -> str:
     train = run.train.model_dump(mode="json", exclude={"threads"})   # threads change speed, not the model
-    payload = json.dumps({"code": code_version(), "data": dataset.hash, "model": run.model.model_dump(mode="json"),
+    payload = json.dumps({"code": code_version(TRAINING_PACKAGES), "data": dataset.hash, "model": run.model.model_dump(mode="json"),
                           "train": train}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 

@@ -1,9 +1,10 @@
 """The code version that every cached artefact's key carries, so that a code change never reuses a stale
 model, encoder or retrain (evaluation.md, rule 7).
 
-It is the package version plus a fingerprint of the code that produces models: the syntax trees of the
-`data`, `models`, `train` and `unlearn` subpackages with docstrings removed. Editing a comment or a
-docstring keeps cached entries; changing what the code does invalidates them.
+It is the package version plus a fingerprint of the code that produces the artefact: the syntax trees of
+the subpackages it depends on, with docstrings removed. A trained model depends on `data`, `models` and
+`train`; an unlearner's prepared state on `unlearn` too. Editing a comment or a docstring keeps cached
+entries; changing what the code does invalidates them.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from .. import __version__
 
-PRODUCING_PACKAGES = ("data", "models", "train", "unlearn")
+TRAINING_PACKAGES = ("data", "models", "train")
+UNLEARNING_PACKAGES = (*TRAINING_PACKAGES, "unlearn")
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -26,7 +28,7 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def fingerprint_sources(root: Path, packages=PRODUCING_PACKAGES) -> str:
+def fingerprint_sources(root: Path, packages: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for package in packages:
         for file in sorted((root / package).rglob("*.py")):
@@ -36,6 +38,6 @@ def fingerprint_sources(root: Path, packages=PRODUCING_PACKAGES) -> str:
 
 
 @functools.cache
-def code_version() -> str:
-    """`<package version>+<code fingerprint>`, e.g. `0.1.0+3fa85f64a1b2`."""
-    return f"{__version__}+{fingerprint_sources(Path(__file__).resolve().parents[1])}"
+def code_version(packages: tuple[str, ...] = UNLEARNING_PACKAGES) -> str:
+    """`<package version>+<fingerprint of packages>`, e.g. `0.1.0+3fa85f64a1b2`."""
+    return f"{__version__}+{fingerprint_sources(Path(__file__).resolve().parents[1], packages)}"
