@@ -48,3 +48,42 @@ def batch_spy(monkeypatch):
         monkeypatch.setattr(sampling, "bpr_epoch", spy)
         return seen
     return install
+
+
+@pytest.fixture(scope="session")
+def trained_lightgcn(synthetic):
+    """(LightGCN trained on `synthetic()`, the data): the model must be cloned before anything changes it."""
+    from recunlearn.train.config import RunConfig
+    from recunlearn.train.trainer import Trainer
+
+    data = synthetic()
+    run = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16},
+                                    "train": {"epochs": 30, "batch_size": 128, "lr": 0.02, "patience": 30}})
+    model, _ = Trainer(run, progress=False).fit(data)
+    return model, data
+
+
+@pytest.fixture(scope="session")
+def memorising_lightgcn(synthetic):
+    """(LightGCN that scores its training edges well above held-out ones, the data): trained long, without
+    L2 or early stopping, as a real model memorises the edges a request asks it to forget."""
+    from recunlearn.train.config import RunConfig
+    from recunlearn.train.trainer import Trainer
+
+    data = synthetic()
+    run = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 32, "reg": 0.0},
+                                    "train": {"epochs": 100, "batch_size": 128, "lr": 0.05}})
+    model, _ = Trainer(run, progress=False, validate=False).fit(data)
+    return model, data
+
+
+@pytest.fixture(scope="session")
+def ie_config():
+    """`ie_config(**overrides)`: an UnlearnRec config sized for the 60 x 40 synthetic graph (seconds, not minutes)."""
+    from recunlearn.unlearn.unlearnrec import IEConfig
+
+    def make(**overrides):
+        small = dict(epochs=4, sim_every=2, select_every=2, batch_size=128, lr=0.05, preserve_batch_ref=64,
+                     contrast_nodes=32, probe_rho=0.05)
+        return IEConfig(**{**small, **overrides})
+    return make

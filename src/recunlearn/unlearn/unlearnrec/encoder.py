@@ -1,0 +1,146 @@
+"""The Influence Encoder: the request's influence dependency matrix (IDM) Â_Δ, and the module that turns it
+into a shift of the backbone's 0-layer embeddings (docs/unlearnrec.md has the formulas)."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from ...config import StrictConfig
+from ...data.graph import bipartite_csr, edge_norm, normalized_adjacency, spmm
+from ...data.interactions import Interactions
+
+
+class IEConfig(StrictConfig):
+    """UnlearnRec's settings: the paper's values where it has one; docs/unlearnrec.md lists every other default
+    and how it was chosen."""
+
+    # --- the encoder ---
+    layers: int | None = Field(None, ge=1, description="IE propagation layers L (default: the backbone's layers)")
+    mlp_layers: int = Field(2, ge=1, description="K identity-initialised MLP layers")
+    leaky_slope: float = Field(0.99, description="LeakyReLU negative slope of the MLP")
+    withdraw_init: float = Field(0.002, description="initial per-node withdraw rate W_η when withdraw_calibration "
+                                                    "is 'none'; otherwise the start of the calibration search")
+    gamma: float = Field(0.1, ge=0, description="withdraw strength γ")
+    withdraw_calibration: Literal["validation", "none"] = Field(
+        "validation", description="before pre-training, set the initial W_η (one value for every node) so that on a "
+                                  "held-out simulated request the zero-shot model ranks the request edges against "
+                                  "validation edges at chance (AUC 0.5; validation), or start from `withdraw_init` "
+                                  "(none)")
+    h0_scope: Literal["all", "request"] = Field(
+        "all", description="nodes whose H⁰ enters H̄: all (the paper's Σ_{l=0..L} H^l) or only the request's")
+    sequential: Literal["compose", "cumulative"] = Field(
+        "cumulative", description="a later request: compose (encode it alone from the current state, as the paper "
+                                  "states) or cumulative (encode all requests since the last fine-tuning together, "
+                                  "from the state the encoder last started from: shifts never stack)")
+    # --- pre-training ---
+    epochs: int = Field(10, ge=1, description="pre-training epochs over the residual edges (the authors run hundreds)")
+    sim_every: int = Field(5, ge=1, description="epochs between fresh simulated requests")
+    sim_rho: float = Field(0.1, gt=0, lt=1, description="fraction of training edges per simulated request")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate of H⁰ and W_η")
+    batch_size: int = Field(8192, ge=1, description="BPR triples per step, pre-training and fine-tuning (authors: "
+                                                     "512 or 1024; larger batches make CPU epochs cheap)")
+    lambda_u: float = Field(0.5, description="weight of the unlearning loss L_u")
+    lambda_p: float = Field(0.02, description="weight of the preserving loss L_p")
+    lambda_c: float = Field(1e-3, description="weight of the encoder's contrastive loss L_c")
+    tau_p: float = Field(1.0, gt=0, description="temperature of L_p's in-batch softmax")
+    preserve_batch_ref: int = Field(
+        1024, ge=2, description="the authors' batch size for L_p: L_p is their sum over this many pairs (the first "
+                                "of each shuffled batch), so λ_p weighs as in their runs at any batch size")
+    reg_target: Literal["backbone", "shifted"] = Field(
+        "backbone", description="what L_M's L2 term regularises: the backbone's own E₀ (the authors': no gradient "
+                                "into H⁰ or W_η; the trainable E₀ copy when fine-tuning) or the shifted Ẽ₀")
+    tau_c: float = Field(1.0, gt=0, description="temperature of L_c")
+    contrast_drop: float = Field(0.05, ge=0, lt=1, description="IDM edge drop of L_c's view, redrawn per IE layer")
+    contrast_nodes: int = Field(256, ge=2, description="at most this many unique users and, separately, items "
+                                                        "of a batch enter L_c (a random subset): its cost is "
+                                                        "quadratic in the nodes")
+    probe_rho: float = Field(0.01, gt=0, lt=1, description="fraction of training edges in the held-out simulated "
+                                                        "requests that selection and withdraw calibration look at")
+    select_every: int = Field(5, ge=1, description="epochs between checks on the held-out simulated request")
+    select_recall_tolerance: float = Field(
+        0.01, ge=0, lt=1, description="selection considers the checks whose validation Recall@20 is within this "
+                                      "fraction of the best check's")
+    seed: int = Field(0, description="seed of the simulated requests, the held-out probes and fine-tuning")
+    # --- requests ---
+    finetune_epochs: float = Field(0.0, ge=0, description="fine-tuning epochs after the zero-shot step "
+                                                         "(fractions run part of a shuffled pass; 0: zero-shot; "
+                                                         "paper: 1)")
+    finetune_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the per-request E₀ and MLP copies")
+    finetune_lambda_u: float = Field(0.2, description="λ_u when fine-tuning")
+    finetune_lambda_p: float = Field(0.01, description="λ_p when fine-tuning")
+    finetune_tau_p: float = Field(10.0, gt=0, description="τ_p when fine-tuning")
+
+    def pretraining_fields(self) -> dict:
+        """The fields that pre-training reads: two configs equal here give the same pre-trained encoder."""
+        return self.model_dump(exclude=REQUEST_TIME_FIELDS)
+
+
+REQUEST_TIME_FIELDS = {"sequential", "finetune_epochs", "finetune_lr", "finetune_lambda_u", "finetune_lambda_p",
+                       "finetune_tau_p"}
+
+
+def influence_matrix(edges: Interactions) -> torch.Tensor:
+    """Â_Δ: the normalised bipartite adjacency of the request edges alone (2|E_Δ| non-zeros)."""
+    return normalized_adjacency(edges.users, edges.items, edges.n_users, edges.n_items)
+
+
+def dropped_influence_matrix(edges: Interactions, values: np.ndarray, drop: float,
+                             rng: np.random.Generator) -> torch.Tensor:
+    """Â'_Δ: each IDM edge dropped with probability `drop`, kept values rescaled by 1/(1-drop).
+
+    `values` are Â_Δ's per-edge values (`idm_values(edges)`): the view keeps Â_Δ's normalisation."""
+    keep = rng.random(len(edges)) >= drop
+    return bipartite_csr(edges.users[keep], edges.items[keep], values[keep] / (1.0 - drop),
+                         edges.n_users, edges.n_items)
+
+
+def idm_values(edges: Interactions) -> np.ndarray:
+    return edge_norm(edges.users, edges.items, edges.n_users, edges.n_items)
+
+
+class InfluenceEncoder(nn.Module):
+    """H⁰ [N, d] (init 0), withdraw rates W_η [N, 1] and an identity-initialised K-layer MLP; γ fixed."""
+
+    def __init__(self, n_nodes: int, dim: int, layers: int, cfg: IEConfig):
+        super().__init__()
+        self.layers, self.h0_scope, self.gamma = layers, cfg.h0_scope, cfg.gamma
+        self.h0 = nn.Parameter(torch.zeros(n_nodes, dim))
+        self.withdraw = nn.Parameter(torch.full((n_nodes, 1), cfg.withdraw_init))
+        self.mlp = nn.ModuleList(nn.Linear(dim, dim) for _ in range(cfg.mlp_layers))
+        for layer in self.mlp:
+            nn.init.eye_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.act = nn.LeakyReLU(cfg.leaky_slope)
+
+    def propagate(self, idm: torch.Tensor) -> list[torch.Tensor]:
+        """H^0..H^L with H^l = Â_Δ H^{l-1}."""
+        hs = [self.h0]
+        for _ in range(self.layers):
+            hs.append(spmm(idm, hs[-1]))
+        return hs
+
+    def shift(self, idm: torch.Tensor, final_emb: torch.Tensor, hs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """ΔE = Σ_l H^l − γ E_w^L, with E_w^0 = Ē ⊙ W_η propagated L times over Â_Δ."""
+        hs = hs if hs is not None else self.propagate(idm)
+        ew = final_emb * self.withdraw
+        for _ in range(self.layers):
+            ew = spmm(idm, ew)
+        h0 = hs[0]
+        if self.h0_scope == "request":   # untouched nodes keep their embedding: shifts cannot compound
+            h0 = h0 * (idm.crow_indices().diff() > 0).unsqueeze(1)
+        return h0 + torch.stack(hs[1:]).sum(0) - self.gamma * ew
+
+    def transform(self, delta: torch.Tensor, mlp: nn.ModuleList | None = None) -> torch.Tensor:
+        """MLP(ΔE); `mlp` replaces the encoder's own (fine-tuning trains a per-request copy)."""
+        for layer in (self.mlp if mlp is None else mlp):
+            delta = self.act(layer(delta))
+        return delta
+
+    def forward(self, e0: torch.Tensor, final_emb: torch.Tensor, idm: torch.Tensor,
+                hs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Ẽ₀ = E₀ + MLP(ΔE)."""
+        return e0 + self.transform(self.shift(idm, final_emb, hs))

@@ -1,0 +1,151 @@
+"""UnlearnRec (Chen, Xia, Huang; SIGIR 2025) on the Unlearner contract: `prepare` pre-trains the influence
+encoder once per trained model; each request is then one encoder forward (zero-shot), optionally followed by
+a short fine-tuning of a per-request copy of E₀ and the MLP."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ...data.graph import build_graph
+from ...data.interactions import Dataset, Interactions
+from ...models.base import Recommender
+from ..base import UnlearnResult, Unlearner
+from . import io
+from .encoder import IEConfig, InfluenceEncoder
+from .selection import CALIBRATION_STREAM, SELECTION_STREAM, CheckpointKeeper, Probe, calibrate, withdraw_gap
+from .training import EncoderInputs, Episode, finetune, pretrain_epoch, simulated_request
+
+PRETRAINING_STREAM, FINETUNING_STREAM = 0, 3
+
+
+class UnlearnRec(Unlearner):
+    """Pre-trained influence encoder: zero-shot unlearning by one forward pass (+ optional fine-tuning)."""
+
+    name = "unlearnrec"
+    kind = "approximate"
+    config_class = IEConfig
+
+    encoder: InfluenceEncoder      # shared by every request, never changed after `prepare`
+    inputs: EncoderInputs          # what the next request's encoder pass starts from
+    backbone: Recommender          # a frozen copy of the original, attached to whichever graph a loop needs
+
+    # --- preparation -------------------------------------------------------------------------------
+    def _prepare(self, model: Recommender, dataset: Dataset) -> None:
+        _attach_full_graph(model, dataset)
+        self._setup(model, dataset)
+        self.inputs = EncoderInputs(model.embedding.weight.detach().clone(),
+                                    torch.cat(model.final_embeddings()).detach().clone(),
+                                    Interactions.empty(dataset.n_users, dataset.n_items))
+        with torch.random.fork_rng(devices=[]):   # reproducible, and the caller's global stream is left alone
+            torch.manual_seed(self.config.seed)
+            self.calibration = self._calibrate(dataset)
+            self.pretraining = self._pretrain(dataset)
+        self.encoder.requires_grad_(False)
+        self.backbone.attach(model.graph)
+
+    def _setup(self, model: Recommender, dataset: Dataset) -> None:
+        self.backbone = model.clone().requires_grad_(False)
+        layers = self.config.layers or getattr(model.config, "layers", 3)
+        self.encoder = InfluenceEncoder(dataset.n_users + dataset.n_items, model.config.dim, layers, self.config)
+
+    def _pretrain(self, dataset: Dataset) -> dict:
+        """Train H⁰ and W_η (MLP frozen) on a fresh simulated request every `sim_every` epochs; keep the epoch
+        chosen on a held-out simulated request (`selection.select_check`)."""
+        cfg, encoder, backbone = self.config, self.encoder, self.backbone
+        rng = np.random.default_rng([cfg.seed, PRETRAINING_STREAM])
+        views = torch.Generator().manual_seed(cfg.seed)
+        probe = Probe.draw(dataset, cfg.probe_rho, cfg.seed, SELECTION_STREAM)
+        encoder.mlp.requires_grad_(False)
+        optimizer = torch.optim.Adam([encoder.h0, encoder.withdraw], lr=cfg.lr)
+        keeper = CheckpointKeeper(cfg.select_recall_tolerance)
+        keeper.offer({"epoch": 0, **probe.check(encoder, backbone, self.inputs)}, encoder)
+        bar = tqdm(range(cfg.epochs), desc="UnlearnRec pre-training", disable=not self.progress)
+        for epoch in bar:
+            if epoch % cfg.sim_every == 0:
+                edges = simulated_request(dataset.train, cfg.sim_rho, rng)
+                episode = Episode.of(edges, dataset.train.subtract(edges))
+                backbone.attach(episode.graph)
+            loss = pretrain_epoch(encoder, backbone, self.inputs, episode, optimizer, cfg, rng, views)
+            if (epoch + 1) % cfg.select_every == 0 or epoch + 1 == cfg.epochs:
+                check = {"epoch": epoch + 1, "loss": loss, **probe.check(encoder, backbone, self.inputs)}
+                keeper.offer(check, encoder)
+                bar.set_postfix(loss=f"{loss:.4f}", recall=f"{check['valid_recall']:.4f}",
+                                auc=f"{check['request_auc']:.3f}")
+        selected = keeper.restore_selected(encoder)
+        return {"history": keeper.checks, "selected": selected}
+
+    def _calibrate(self, dataset: Dataset) -> dict:
+        """The initial W_η (one value for all nodes) with which the zero-shot model, before any pre-training,
+        ranks a held-out simulated request's edges against validation edges at chance (`selection.calibrate`)."""
+        if self.config.withdraw_calibration == "none":
+            return {"withdraw_init": self.config.withdraw_init, "reached": None}
+        probe = Probe.draw(dataset, self.config.probe_rho, self.config.seed, CALIBRATION_STREAM)
+        result = calibrate(withdraw_gap(probe, self.encoder, self.backbone, self.inputs), self.config.withdraw_init)
+        with torch.no_grad():
+            self.encoder.withdraw.fill_(result["withdraw_init"])
+        return result
+
+    # --- requests ----------------------------------------------------------------------------------
+    def _unlearn(self, edges: Interactions, residual: Dataset) -> UnlearnResult:
+        """Zero-shot: one encoder pass over the request's IDM, read out over the residual graph; then the
+        optional fine-tuning. With `sequential="cumulative"` the IDM holds every request since the encoder's
+        input state was last reset (by `prepare` or a fine-tuning): a stream of zero-shot requests gives the
+        zero-shot model of their union instead of stacking one shift per request."""
+        cfg = self.config
+        start = time.perf_counter()
+        encoded = self.inputs.pending.union(edges) if cfg.sequential == "cumulative" else edges
+        episode = Episode.of(encoded, residual.train)
+        with torch.no_grad():
+            e0 = self.encoder(self.inputs.e0, self.inputs.final, episode.idm)
+        seconds = {"zero_shot": time.perf_counter() - start}
+        if cfg.finetune_epochs > 0:
+            start = time.perf_counter()
+            seed = [cfg.seed, FINETUNING_STREAM, int(encoded.hash, 16)]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
+                e0 = finetune(self.encoder, self.backbone, self.inputs, episode, cfg, seed)
+            seconds["finetune"] = time.perf_counter() - start
+        model = self._model_with(e0, episode)
+        if cfg.sequential == "cumulative" and cfg.finetune_epochs == 0:
+            self.inputs = EncoderInputs(self.inputs.e0, self.inputs.final, encoded)
+        else:   # the next request is encoded alone, from this model
+            self.inputs = EncoderInputs(e0, torch.cat(model.final_embeddings()),
+                                        Interactions.empty(residual.n_users, residual.n_items))
+        result = self._result(model, residual, edges, model, request_edges=len(edges), encoded_edges=len(encoded),
+                              residual_edges=len(residual.train))
+        result.seconds.update(seconds)
+        return result
+
+    def _model_with(self, e0: torch.Tensor, episode: Episode) -> Recommender:
+        """The original backbone with 0-layer embeddings `e0`, attached to the residual graph."""
+        model = self.original.clone()
+        with torch.no_grad():
+            model.embedding.weight.copy_(e0)
+        return model.attach(episode.graph).eval()
+
+    # --- persistence -------------------------------------------------------------------------------
+    def _save_extra(self, path: Path) -> None:
+        meta = {"layers": self.encoder.layers, "model_fingerprint": io.fingerprint(self.original.embedding.weight),
+                "pretraining": self.pretraining, "calibration": self.calibration}
+        io.save_encoder(path, self.encoder, self.inputs, meta)
+
+    def _load_extra(self, path: Path, model: Recommender, dataset: Dataset) -> None:
+        meta = io.read_meta(path)
+        if meta["model_fingerprint"] != io.fingerprint(model.embedding.weight):
+            raise ValueError(f"the encoder in {path} belongs to different model weights: prepare a new one")
+        _attach_full_graph(model, dataset)
+        self._setup(model, dataset)
+        self.encoder.load_state_dict(io.load_encoder_state(path))
+        self.encoder.requires_grad_(False)
+        self.inputs = io.load_inputs(path, dataset.n_users, dataset.n_items)
+        self.pretraining, self.calibration = meta["pretraining"], meta["calibration"]
+
+
+def _attach_full_graph(model: Recommender, dataset: Dataset) -> None:
+    """The original model serves the full training graph (it may come unattached, e.g. freshly loaded)."""
+    if model.graph is None or model.graph.source_hash != dataset.train.hash:
+        model.attach(build_graph(dataset.train))
