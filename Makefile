@@ -20,15 +20,15 @@ install: $(VENV)/.installed
 
 # Demo: LightGCN on ml-100k with quick CPU settings (large batches, higher learning rate), then test metrics.
 demo: install
+	rm -rf runs/demo-lightgcn runs/demo-unlearned runs/demo-request.json   # a re-run starts afresh
 	$(BIN)/recunlearn datasets
 	$(BIN)/recunlearn train --dataset ml-100k --model lightgcn --out runs/demo-lightgcn \
 		--set train.batch_size=4096 --set train.lr=0.01 --set train.patience=5
 	$(BIN)/recunlearn evaluate --checkpoint runs/demo-lightgcn
 	$(BIN)/recunlearn recommend --checkpoint runs/demo-lightgcn --user 1 -k 10
 	$(BIN)/recunlearn request make --dataset ml-100k --spec random:0.01 --seed 0 --out runs/demo-request.json
-	$(BIN)/recunlearn prepare --method unlearnrec --checkpoint runs/demo-lightgcn \
-		--set withdraw_init=5 --set lr=0.01 --set epochs=10
-	$(BIN)/recunlearn unlearn --checkpoint runs/demo-lightgcn --request runs/demo-request.json \
+	$(BIN)/recunlearn prepare --method unlearnrec --checkpoint runs/demo-lightgcn
+	$(BIN)/recunlearn unlearn --method unlearnrec --checkpoint runs/demo-lightgcn --request runs/demo-request.json \
 		--out runs/demo-unlearned
 	$(BIN)/recunlearn audit --checkpoint runs/demo-unlearned --original runs/demo-lightgcn \
 		--request runs/demo-request.json
@@ -46,7 +46,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_train_speed.py --dataset gowalla --epochs 1 --threads 1
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_spmm.py --datasets ml-1m gowalla --repeats 5 --threads 1
-	bash benchmarks/unlearnrec_suite.sh
+	$(BIN)/recunlearn bench run benchmarks/suites/standard.yaml --threads 1 --out benchmarks/results/standard.jsonl
+	$(BIN)/recunlearn bench report benchmarks/results/standard.jsonl --out docs/results/standard
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

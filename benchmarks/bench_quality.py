@@ -12,9 +12,11 @@ import torch
 
 from recunlearn.bench.environment import machine_line
 from recunlearn.bench.results import append_results
-from recunlearn.bench.unlearnrec import make_run
+from recunlearn.bench.suite import load_suite
+from recunlearn.config import apply_overrides
 from recunlearn.data.registry import load_dataset
 from recunlearn.train.cache import train_cached
+from recunlearn.train.config import RunConfig
 
 
 def main() -> None:
@@ -22,6 +24,7 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=["ml-1m:lightgcn"], help="dataset:model pairs")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results/quality.jsonl")
+    parser.add_argument("--suite", default="benchmarks/suites/standard.yaml", help="training settings of this suite")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="run overrides key=value")
     args = parser.parse_args()
     if args.threads:
@@ -29,7 +32,8 @@ def main() -> None:
     print("machine:", machine_line(), flush=True)
     for spec in args.runs:
         dataset, model = spec.split(":")
-        run = make_run(dataset, model, args.overrides)
+        base = load_suite(args.suite).run_config(dataset, model, seed=0).model_dump(mode="json")
+        run = RunConfig.model_validate(apply_overrides(base, args.overrides))
         data = load_dataset(dataset, seed=run.data.seed, valid_ratio=run.data.valid_ratio)
         start = time.perf_counter()
         _, meta, cached = train_cached(run, data, progress=False)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recunlearn.data.interactions import Dataset, IdMap, Interactions
+from recunlearn.data.interactions import Dataset, Interactions
+from generated import taste_groups
 from recunlearn.train.config import RunConfig
 from recunlearn.train.trainer import Trainer
 
@@ -22,14 +23,7 @@ RUN = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16},
 
 
 def generated_dataset(seed: int = 0) -> Dataset:
-    """Random pairs with a block structure (two tastes), split 8:1:1 per pair."""
-    rng = np.random.default_rng(seed)
-    users = rng.integers(0, N_USERS, 900)
-    items = (rng.integers(0, N_ITEMS // 2, 900) + (users >= N_USERS // 2) * (N_ITEMS // 2)) % N_ITEMS
-    pairs = Interactions.from_arrays(users, items, N_USERS, N_ITEMS, on_duplicate="drop")
-    part = rng.random(len(pairs))
-    train, valid, test = (pairs.select(m) for m in (part < 0.8, (part >= 0.8) & (part < 0.9), part >= 0.9))
-    return Dataset("generated", train, valid, test, IdMap(np.arange(N_USERS)), IdMap(np.arange(N_ITEMS)))
+    return taste_groups(N_USERS, N_ITEMS, 10, seed)
 
 
 @pytest.fixture(scope="session")

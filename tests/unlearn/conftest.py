@@ -1,26 +1,17 @@
 """Shared fixtures of the unlearning tests: a small generated dataset whose structure is known."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from recunlearn.data.interactions import Dataset, IdMap, Interactions
+from recunlearn.data.interactions import Dataset
+from generated import taste_groups
 
 N_USERS, N_ITEMS = 60, 40
 
 
 def synthetic_dataset(seed: int = 0) -> Dataset:
     """Two taste groups (users 0-29 like items 0-19, the rest items 20-39), split 8:1:1 per pair."""
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for u in range(N_USERS):
-        pool = np.arange(20) if u < 30 else np.arange(20, 40)
-        pairs += [(u, i) for i in rng.choice(pool, size=12, replace=False)]
-    pairs = np.array(pairs)
-    split = rng.random(len(pairs))
-    parts = [pairs[split < 0.8], pairs[(split >= 0.8) & (split < 0.9)], pairs[split >= 0.9]]
-    train, valid, test = (Interactions.from_arrays(p[:, 0], p[:, 1], N_USERS, N_ITEMS) for p in parts)
-    return Dataset("synthetic", train, valid, test, IdMap(np.arange(N_USERS)), IdMap(np.arange(N_ITEMS)))
+    return taste_groups(N_USERS, N_ITEMS, 12, seed, "synthetic")
 
 
 @pytest.fixture(scope="session")

@@ -206,11 +206,11 @@ def test_saved_state_refuses_another_model_or_data(prepared, trained_lightgcn, s
         UnlearnRec.load(tmp_path / "missing", model.clone(), data, progress=False)
 
 
-def test_request_time_fields_do_not_change_the_pretraining_fields():
-    base = IEConfig()
-    assert IEConfig(sequential="compose", finetune_lr=0.5, finetune_epochs=2).pretraining_fields() == \
-        base.pretraining_fields()
-    assert IEConfig(lambda_p=0.5).pretraining_fields() != base.pretraining_fields()
+def test_request_time_fields_do_not_change_the_preparation_config():
+    base = UnlearnRec(IEConfig())
+    assert UnlearnRec(IEConfig(sequential="compose", finetune_lr=0.5, finetune_epochs=2)).preparation_config() == \
+        base.preparation_config()
+    assert UnlearnRec(IEConfig(lambda_p=0.5)).preparation_config() != base.preparation_config()
 
 
 def test_model_loss_includes_the_backbones_contrastive_term_on_the_residual_graph(monkeypatch, synthetic, ie_config):

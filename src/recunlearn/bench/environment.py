@@ -1,4 +1,4 @@
-"""The hardware / software line every report carries."""
+"""The hardware / software line every report carries, and the machine's concurrent load."""
 from __future__ import annotations
 
 import os
@@ -20,9 +20,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def machine_line() -> str:
+def machine_identity() -> str:
+    """The machine line without the date: two timings are comparable only when this is identical."""
     return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"device cpu, Python {platform.python_version()}, recunlearn {__version__}, {date.today().isoformat()}")
+            f"device cpu, Python {platform.python_version()}, recunlearn {__version__}")
+
+
+def machine_line() -> str:
+    return f"{machine_identity()}, {date.today().isoformat()}"
+
+
+def load_average() -> float:
+    """The 1-minute load average: how busy the machine was (the harness's own process counts too)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:   # not available on this platform
+        return float("nan")
 
 
 def versions() -> dict:

@@ -1,11 +1,90 @@
-"""One results schema for every run: JSON lines, plus a readable table."""
+"""One results schema for every run: JSON lines, one per (setting, method), appended atomically.
+
+A line is written with one `write` on a file opened for appending, then synced, so that an interrupted
+suite leaves complete lines behind (at worst a last line cut short, which readers skip and the next append
+starts after). Resuming reads the `unit` keys already present: a unit is skipped when the same code version
+and configuration finished it before.
+"""
 from __future__ import annotations
 
 import json
+import math
+import os
+import warnings
 from pathlib import Path
 
 from .environment import machine_line, versions
 
+SCHEMA = 1
+# Every line of a suite carries these keys (`metrics`, `timings`, ... are mappings).
+FIELDS = ("schema", "suite", "unit", "role", "dataset", "split_hash", "data_hash", "backbone", "run", "request",
+          "request_kind", "request_size", "seed", "method", "method_name", "method_config", "kind",
+          "retrain_seed", "reference_seed", "stream", "metrics", "timings", "reused", "reused_from", "models",
+          "code_version", "machine", "load", "date", "versions")
+
+
+def append_row(path: str | Path, row: dict) -> None:
+    """Append one result line (a complete line or nothing: see the module notes)."""
+    missing = [key for key in FIELDS if key not in row]
+    if missing:
+        raise ValueError(f"result row lacks {', '.join(missing)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(_finite(row), sort_keys=False) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if _ends_mid_line(path):   # a line cut short by an interruption: start on a fresh one
+            line = "\n" + line
+        data = line.encode()
+        written = os.write(fd, data)
+        while written < len(data):   # a regular file takes it in one call; guard anyway
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Every complete line of a results file (a missing file has none); a line cut short is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}, line {number}: not a complete JSON line (an interrupted write?); skipped")
+    return rows
+
+
+def finished_units(path: str | Path) -> set[str]:
+    return {row["unit"] for row in read_rows(path) if "unit" in row}
+
+
+def _ends_mid_line(path: Path) -> bool:
+    size = path.stat().st_size
+    if size == 0:
+        return False
+    with path.open("rb") as fh:
+        fh.seek(size - 1)
+        return fh.read(1) != b"\n"
+
+
+def _finite(value):
+    """NaN and infinities as null: JSON has no such numbers (json.dumps would write invalid `NaN`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+# --- the older free-form records (benchmarks/bench_quality.py) -----------------------------------------
 
 def append_results(path: str | Path, rows: list[dict], **context) -> None:
     """Append one JSON line per row with its context (dataset, split hash, request, seed, versions, machine)."""

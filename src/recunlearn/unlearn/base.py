@@ -62,6 +62,9 @@ class Unlearner(ABC):
     kind: ClassVar[Kind]
     config_class: ClassVar[type[StrictConfig]] = NoConfig
     needs_run: ClassVar[bool] = False     # the method trains the backbone: it needs the original run config
+    # Config fields read only when a request arrives: two configs that differ only here prepare identically,
+    # so one prepared state serves both (e.g. zero-shot and fine-tuned UnlearnRec).
+    request_time_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: StrictConfig | dict | None = None, *, run: RunConfig | None = None,
                  progress: bool = True, cache_dir: str | Path | None = None):
@@ -71,6 +74,14 @@ class Unlearner(ABC):
         self.run, self.progress, self.cache_dir = run, progress, cache_dir
         self.prepare_seconds = 0.0
         self.state: UnlearnResult | None = None
+
+    def preparation_config(self) -> dict:
+        """The settings `prepare` depends on (the config without the request-time fields)."""
+        return self.config.model_dump(mode="json", exclude=set(self.request_time_fields))
+
+    def with_request_settings(self, config: StrictConfig) -> None:
+        """Take the request-time fields of `config` (e.g. after loading a state prepared with other ones)."""
+        self.config = self.config.model_copy(update={f: getattr(config, f) for f in self.request_time_fields})
 
     # --- the contract ------------------------------------------------------------------------------
     def prepare(self, model: Recommender, dataset: Dataset) -> "Unlearner":

@@ -74,13 +74,10 @@ class IEConfig(StrictConfig):
     finetune_lambda_p: float = Field(0.01, description="λ_p when fine-tuning")
     finetune_tau_p: float = Field(10.0, gt=0, description="τ_p when fine-tuning")
 
-    def pretraining_fields(self) -> dict:
-        """The fields that pre-training reads: two configs equal here give the same pre-trained encoder."""
-        return self.model_dump(exclude=REQUEST_TIME_FIELDS)
 
-
-REQUEST_TIME_FIELDS = {"sequential", "finetune_epochs", "finetune_lr", "finetune_lambda_u", "finetune_lambda_p",
-                       "finetune_tau_p"}
+# Read only when a request arrives: configs differing only here share one pre-trained encoder.
+REQUEST_TIME_FIELDS = frozenset({"sequential", "finetune_epochs", "finetune_lr", "finetune_lambda_u", "finetune_lambda_p",
+                                 "finetune_tau_p"})
 
 
 def influence_matrix(edges: Interactions) -> torch.Tensor:

@@ -15,7 +15,7 @@ from ...data.interactions import Dataset, Interactions
 from ...models.base import Recommender
 from ..base import UnlearnResult, Unlearner
 from . import io
-from .encoder import IEConfig, InfluenceEncoder
+from .encoder import REQUEST_TIME_FIELDS, IEConfig, InfluenceEncoder
 from .selection import CALIBRATION_STREAM, SELECTION_STREAM, CheckpointKeeper, Probe, calibrate, withdraw_gap
 from .training import EncoderInputs, Episode, finetune, pretrain_epoch, simulated_request
 
@@ -28,6 +28,7 @@ class UnlearnRec(Unlearner):
     name = "unlearnrec"
     kind = "approximate"
     config_class = IEConfig
+    request_time_fields = REQUEST_TIME_FIELDS
 
     encoder: InfluenceEncoder      # shared by every request, never changed after `prepare`
     inputs: EncoderInputs          # what the next request's encoder pass starts from

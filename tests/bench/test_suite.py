@@ -1,0 +1,106 @@
+"""The suite schema: unknown keys are errors, Retrain is the harness's own, Suppress is always there, and the
+units are datasets × backbones × requests × seeds × methods plus the noise floor and the streams."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recunlearn.bench.suite import load_suite, noise_floor_seeds, reference_seed, unit_key, units
+from recunlearn.config import ConfigError
+from bench.tiny import tiny_suite
+
+SUITES = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    return path
+
+
+MINIMAL = """
+name: t
+datasets: [ml-100k]
+backbones: [lightgcn]
+requests: [random:0.01]
+seeds: [0, 1, 2]
+"""
+
+
+def test_the_recorded_suites_load():
+    quick = load_suite(SUITES / "quick.yaml")
+    assert quick.pairs() == [("ml-100k", "lightgcn")] and quick.seeds == [0, 1, 2]
+    assert quick.requests == ["random:0.01", "user:0.01", "adversarial:1.0"]
+    assert [m.title for m in quick.methods] == ["finetune", "suppress", "unlearnrec (zero-shot)",
+                                                "unlearnrec + fine-tune 1 epoch"]
+    assert quick.methods[3].set == {"finetune_epochs": 1} and quick.noise_floor.retrains == 3
+    standard = load_suite(SUITES / "standard.yaml")
+    assert standard.pairs() == [("ml-1m", "lightgcn"), ("ml-1m", "sgl"), ("ml-1m", "simgcl"), ("gowalla", "lightgcn")]
+    assert standard.streams[0].parts == 10
+    run = standard.run_config("ml-1m", "sgl", 2)
+    assert (run.train.batch_size, run.train.lr, run.train.patience, run.train.seed) == (8192, 0.01, 5, 2)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ("methods: [retrain]", "retrain is the reference"),
+    ("methods: [nonesuch]", "unknown method 'nonesuch'"),
+    ("train: {lrr: 0.1}", "train.lrr: unknown key"),
+    ("train: {seed: 3}", "the training seed comes from `seeds`"),
+    ("colour: blue", "colour: unknown key"),
+    ("noise_floor: {retrains: 2}", "noise_floor.retrains"),
+    ("methods: [{name: finetune, sett: {epochs: 2}}]", "sett: unknown key"),
+    ("methods: [finetune, finetune]", "share a label"),
+])
+def test_suite_errors_name_the_key(tmp_path, extra, fragment):
+    with pytest.raises(ConfigError, match="invalid Suite") as err:
+        load_suite(write(tmp_path, MINIMAL + extra + "\n"))
+    assert fragment in str(err.value)
+
+
+def test_a_bad_request_spec_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="bad request spec 'random'"):
+        load_suite(write(tmp_path, MINIMAL.replace("[random:0.01]", "[random]")))
+
+
+def test_suppress_is_added_to_every_suite_and_stream(tmp_path):
+    suite = load_suite(write(tmp_path, MINIMAL + "methods: [finetune]\nstreams: [{request: random:0.01, parts: 4, "
+                                                 "methods: [finetune]}]\n"))
+    assert [m.name for m in suite.methods] == ["finetune", "suppress"]
+    assert [m.name for m in suite.streams[0].methods] == ["finetune", "suppress"]
+    listed = load_suite(write(tmp_path, MINIMAL + "methods: [suppress, finetune]\n"))
+    assert [m.name for m in listed.methods] == ["suppress", "finetune"]
+
+
+def test_units_enumerate_the_settings_the_noise_floor_and_the_streams():
+    suite = tiny_suite()   # 1 dataset x 1 backbone x 2 requests x 2 seeds; finetune + suppress; stream of 4
+    planned = units(suite)
+    per_setting = 1 + 1 + 2                      # reference, original, finetune, suppress
+    noise = 2 * suite.noise_floor.retrains        # per request
+    stream = 1 + 2                                # retrain, finetune, suppress on seed 0
+    assert len(planned) == 2 * 2 * per_setting + noise + stream
+    assert noise_floor_seeds(suite) == [1, 2, 3]
+    for unit in planned:
+        if unit.role in ("reference", "noise_floor") or (unit.role == "stream" and unit.method.name == "retrain"):
+            assert unit.retrain_seed != unit.seed
+        if unit.role == "reference":
+            assert unit.retrain_seed == reference_seed(unit.seed)
+    keys = [unit_key(unit, suite, "code") for unit in planned]
+    assert len(set(keys)) == len(keys)            # every unit has its own key
+    assert unit_key(planned[0], suite, "code") != unit_key(planned[0], suite, "other code")
+
+
+def test_a_narrowed_suite_keeps_the_unit_keys_of_the_whole():
+    """Running part of a suite (one request, no streams) writes lines that the whole suite resumes from."""
+    from recunlearn.bench.suite import load_suite, narrowed, unit_key, units
+    from recunlearn.config import ConfigError
+
+    whole = load_suite("benchmarks/suites/standard.yaml")
+    part = narrowed(whole, ["ml-1m"], ["lightgcn"], ["adversarial:1.0"], streams=False)
+    assert part.pairs() == [("ml-1m", "lightgcn")] and part.requests == ["adversarial:1.0"] and not part.streams
+    whole_keys = {unit_key(unit, whole, "code") for unit in units(whole)}
+    part_units = units(part)
+    assert part_units and all(unit.request == "adversarial:1.0" for unit in part_units)
+    assert {unit_key(unit, part, "code") for unit in part_units} <= whole_keys
+    with pytest.raises(ConfigError, match="request random:0.5 is not in suite"):
+        narrowed(whole, requests=["random:0.5"])
