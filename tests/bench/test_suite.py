@@ -104,3 +104,18 @@ def test_a_narrowed_suite_keeps_the_unit_keys_of_the_whole():
     assert {unit_key(unit, part, "code") for unit in part_units} <= whole_keys
     with pytest.raises(ConfigError, match="request random:0.5 is not in suite"):
         narrowed(whole, requests=["random:0.5"])
+
+
+def test_a_dataset_entry_may_be_your_own_file(tmp_path):
+    """Your own data wherever a dataset name is accepted: a suite entry with a `path` loads that file."""
+    from recunlearn.bench.setting import registry_loader
+    from recunlearn.bench.suite import Suite
+
+    rows = ["user,item"] + [f"u{u},i{(u * 7 + k) % 30}" for u in range(20) for k in range(8)]
+    (tmp_path / "mine.csv").write_text("\n".join(rows) + "\n")
+    suite = Suite.model_validate({"name": "own", "datasets": [{"name": "mine", "path": str(tmp_path / "mine.csv")}],
+                                  "backbones": ["lightgcn"], "requests": ["random:0.1"], "seeds": [0]})
+    run = suite.run_config("mine", "lightgcn", 0)
+    assert run.data.path == str(tmp_path / "mine.csv")
+    data = registry_loader("mine", run.data)
+    assert data.name == "mine" and data.n_users == 20 and len(data.train) + len(data.valid) + len(data.test) == 160

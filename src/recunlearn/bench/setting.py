@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..data.interactions import Dataset, Interactions
-from ..data.registry import load_dataset
 from ..data.requests import GENERATORS, Request, adversarial_edges, adversarial_request, parse_spec, \
     poisoned_dataset
 from ..models.base import Recommender
 from ..train.cache import run_key, train_cached
 from ..train.config import DataConfig, RunConfig
+from ..train.inputs import load_data
 from ..train.version import TRAINING_PACKAGES
 from . import provenance
 from .environment import load_average
@@ -35,7 +35,8 @@ Loader = Callable[[str, DataConfig], Dataset]
 
 
 def registry_loader(name: str, data: DataConfig) -> Dataset:
-    return load_dataset(name, seed=data.seed, valid_ratio=data.valid_ratio)
+    """A named benchmark dataset, or your own files when the suite's dataset entry has a `path`."""
+    return load_data(data.model_copy(update={"name": name}))
 
 
 @dataclass

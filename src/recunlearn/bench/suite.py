@@ -68,6 +68,8 @@ class DatasetEntry(StrictConfig):
 
     name: str
     backbones: list[str] | None = Field(None, min_length=1)
+    path: str | None = Field(None, description="your own interaction file, or a folder with train/test[/valid] "
+                                               "files, in any supported format; `name` then labels it")
 
     @model_validator(mode="before")
     @classmethod
@@ -161,7 +163,8 @@ class Suite(StrictConfig):
 
     def run_config(self, dataset: str, backbone: str, seed: int) -> RunConfig:
         """The original model's run config: the suite's overrides and the seed of the setting."""
-        data = {**self.data.model_dump(), "name": dataset}
+        entry = next(entry for entry in self.datasets if entry.name == dataset)
+        data = {**self.data.model_dump(), "name": dataset, "path": entry.path}
         return RunConfig.model_validate({"data": data, "model": {**self.model, "name": backbone},
                                          "train": {**self.train, "seed": seed}})
 
