@@ -31,3 +31,24 @@ def isolated_model_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RECUNLEARN_CACHE", str(path))
         yield path
+
+
+@pytest.fixture
+def batch_spy(monkeypatch):
+    """`batch_spy()` wraps `recunlearn.data.sampling.bpr_epoch`, through which every training loop draws its
+    (user, positive, negative) triples, and returns the list of every (users, positives) batch it yields:
+    a check of what any method fed in as training positives."""
+    from recunlearn.data import sampling
+
+    def install() -> list:
+        seen = []
+        real = sampling.bpr_epoch
+
+        def spy(train, rng, batch_size):
+            for users, pos, neg in real(train, rng, batch_size):
+                seen.append((users.copy(), pos.copy()))
+                yield users, pos, neg
+
+        monkeypatch.setattr(sampling, "bpr_epoch", spy)
+        return seen
+    return install

@@ -2,7 +2,6 @@
 reads (the test split) and trains on (the positives drawn through `data.sampling.bpr_epoch`)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from recunlearn.data.interactions import Dataset, Interactions
@@ -39,19 +38,9 @@ def private_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def positives_drawn(monkeypatch):
+def positives_drawn(batch_spy):
     """Every (user, positive) pair any training loop draws while the fixture is active."""
-    from recunlearn.data import sampling
-    seen: list[tuple[np.ndarray, np.ndarray]] = []
-    real = sampling.bpr_epoch
-
-    def spy(train, rng, batch_size):
-        for users, pos, neg in real(train, rng, batch_size):
-            seen.append((users.copy(), pos.copy()))
-            yield users, pos, neg
-
-    monkeypatch.setattr(sampling, "bpr_epoch", spy)
-    return seen
+    return batch_spy()
 
 
 class TripwireInteractions(Interactions):
