@@ -85,3 +85,14 @@ def test_report_refuses_a_file_without_harness_lines(tmp_path):
     other.write_text(json.dumps({"bench": "quality", "dataset": "ml-1m"}) + "\n")
     with pytest.raises(ValueError, match="no benchmark result lines"):
         write_report(other, tmp_path / "out")
+
+
+def test_the_difference_attack_is_a_column(tiny_run, tmp_path):
+    """The difference attack (on original − unlearned scores) appears beside the other forgetting measures,
+    with the value each row recorded."""
+    text = write_report(tiny_run.path, tmp_path / "diff", plots=False).read_text()
+    cells = {row[0]: dict(zip(TABLE_COLUMNS, row)) for row in table_rows(text, "tiny / lightgcn / random:0.05")}
+    assert "difference-attack AUC" in TABLE_COLUMNS
+    assert all(0.0 <= float(cell["difference-attack AUC"].split(" ")[0]) <= 1.0 for cell in cells.values()
+               if cell["difference-attack AUC"] != "-")
+    assert float(cells["suppress"]["difference-attack AUC"].split(" ")[0]) > 0.9   # hidden scores dropped to the floor

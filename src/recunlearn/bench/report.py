@@ -21,6 +21,9 @@ from .results import read_rows
 COLUMNS = [("Recall@20", "Recall@20", "metrics", 4), ("× Retrain", "Recall@20_vs_retrain", "metrics", 3),
            ("NDCG@20", "NDCG@20", "metrics", 4), ("MIA AUC", "mia_auc", "metrics", 3),
            ("MIA gap", "mia_auc_gap", "metrics", 3), ("learned-attack gap", "mia_learned_auc_gap", "metrics", 3),
+           # The attack on (original − unlearned) scores; Retrain's value is the reference, since a retrain
+           # moves the forgotten edges' scores too.
+           ("difference-attack AUC", "diff_auc", "metrics", 3),
            ("over-forgetting", "over_forgetting", "metrics", 3), ("forget rank", "forget_rank_pct", "metrics", 3),
            ("Jaccard@20", "jaccard@20_vs_retrain", "metrics", 3),
            ("neighbourhood Recall@20", "neighbourhood_Recall@20", "metrics", 4),
