@@ -256,7 +256,6 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint (prepare
     from .data.requests import Request
     from .train.checkpoint import load_checkpoint, save_checkpoint
     from .train.runs import test_metrics
-    from .unlearn.base import Unlearner
     from .unlearn.registry import build_unlearner, unlearner_class
 
     model, run, data, _ = load_checkpoint(checkpoint)
@@ -267,7 +266,7 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint (prepare
         unlearner = cls.load(state, model, data, run=run, progress=not quiet)
         if set_:
             unlearner.config = load_config(cls.config_class, None, set_, base=unlearner.config.model_dump())
-    elif cls._prepare is not Unlearner._prepare:
+    elif cls.has_preparation():
         fail(f"{method} has not been prepared for {checkpoint}: run `recunlearn prepare --method {method} "
              f"--checkpoint {checkpoint}` first")
     else:

@@ -115,3 +115,8 @@ def test_save_load_round_trip(name, trained, tmp_path):
     # the next request continues identically from the saved state
     second = edges_of(data, 8, seed=6, exclude=first)
     torch.testing.assert_close(all_scores(loaded.unlearn(second).scorer), all_scores(unlearner.unlearn(second).scorer))
+
+
+def test_only_methods_with_a_one_off_step_ask_for_preparation():
+    assert unlearner_class("unlearnrec").has_preparation()
+    assert not any(unlearner_class(name).has_preparation() for name in ("retrain", "finetune", "suppress"))

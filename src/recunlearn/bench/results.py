@@ -93,7 +93,3 @@ def append_results(path: str | Path, rows: list[dict], **context) -> None:
     with path.open("a") as fh:
         for row in rows:
             fh.write(json.dumps({**context, **row, "versions": versions(), "machine": machine_line()}) + "\n")
-
-
-def read_results(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -75,6 +75,11 @@ class Unlearner(ABC):
         self.prepare_seconds = 0.0
         self.state: UnlearnResult | None = None
 
+    @classmethod
+    def has_preparation(cls) -> bool:
+        """Whether the method has a one-off step worth preparing ahead of requests (it overrides `_prepare`)."""
+        return cls._prepare is not Unlearner._prepare
+
     def preparation_config(self) -> dict:
         """The settings `prepare` depends on (the config without the request-time fields)."""
         return self.config.model_dump(mode="json", exclude=set(self.request_time_fields))
