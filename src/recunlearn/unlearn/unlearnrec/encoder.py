@@ -69,7 +69,7 @@ class IEConfig(StrictConfig):
     finetune_epochs: float = Field(0.0, ge=0, description="fine-tuning epochs after the zero-shot step "
                                                          "(fractions run part of a shuffled pass; 0: zero-shot; "
                                                          "paper: 1)")
-    finetune_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the per-request E₀ and MLP copies")
+    finetune_lr: float = Field(1e-4, gt=0, description="Adam learning rate of the per-request E₀ and MLP copies")
     finetune_lambda_u: float = Field(0.2, description="λ_u when fine-tuning")
     finetune_lambda_p: float = Field(0.01, description="λ_p when fine-tuning")
     finetune_tau_p: float = Field(10.0, gt=0, description="τ_p when fine-tuning")
