@@ -93,7 +93,7 @@ def test_override_values_keep_their_types(text, path, value, kind):
 
 
 def test_overrides_reach_the_typed_config():
-    run = load_config(RunConfig, overrides=["train.epochs=7", "train.lr=1e-3", "eval.ks=[5,50]",
+    run = load_config(RunConfig, overrides=["train.epochs=7", "train.lr=1e-3", "eval.ks=[5,50]", "train.metric=Recall@50",
                                             "model.name=sgl", "model.drop_ratio=0.25", "model.dim=32"])
     assert run.train.epochs == 7 and type(run.train.epochs) is int
     assert run.train.lr == 0.001 and type(run.train.lr) is float

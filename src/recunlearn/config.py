@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -84,8 +84,16 @@ def load_config(cls: type[C], file: str | Path | None = None, overrides: list[st
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(f"{_key_path(e['loc'], data) or '<root>'}: {_explain(e)}" for e in err.errors())
-        raise ConfigError(f"invalid {cls.__name__}: {problems}") from None
+        raise ConfigError(f"invalid {cls.__name__}: {describe_errors(err, data, cls)}") from None
+
+
+def describe_errors(err: ValidationError, data: Any, cls: type[BaseModel]) -> str:
+    """Every problem on one line: `key: what is wrong (got value)`; a check across keys names its keys itself."""
+    problems = []
+    for error in err.errors():
+        key = _key_path(error["loc"], data)
+        problems.append(f"{key}: {_explain(error, cls)}" if key else _explain(error, cls))
+    return "; ".join(problems)
 
 
 def _key_path(loc: tuple, data: Any) -> str:
@@ -101,10 +109,37 @@ def _key_path(loc: tuple, data: Any) -> str:
     return ".".join(parts)
 
 
-def _explain(error: dict) -> str:
+def _explain(error: dict, cls: type[BaseModel]) -> str:
     if error["type"] == "extra_forbidden":
-        return "unknown key (check the spelling; `recunlearn train --help` lists the config)"
-    return error["msg"]
+        known = _known_keys(cls, error["loc"])
+        return "unknown key (check the spelling" + (f"; known keys here: {', '.join(known)})" if known else ")")
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing" or not error["loc"] or isinstance(error.get("input"), (dict, list)):
+        return message
+    shown = repr(error.get("input"))
+    return f"{message} (got {shown if len(shown) <= 40 else shown[:37] + '...'})"
+
+
+def _known_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys a config accepts where `loc` points; [] where that cannot be told."""
+    node: Any = cls
+    for part in loc[:-1]:
+        if isinstance(node, list):   # the members of a union tagged by `name`; `part` is the tag
+            node = next((m for m in node if getattr(m.model_fields.get("name"), "default", None) == part), None)
+        elif _is_config(node) and part in node.model_fields:
+            annotation = node.model_fields[part].annotation
+            members = [a for a in get_args(annotation) if _is_config(a)]
+            node = annotation if not members else members[0] if len(members) == 1 else members
+        else:
+            return []
+    return list(node.model_fields) if _is_config(node) else []
+
+
+def _is_config(node: Any) -> bool:
+    try:
+        return isinstance(node, type) and issubclass(node, BaseModel)
+    except TypeError:   # typing aliases such as list[int]
+        return False
 
 
 def _deep_merge(a: dict, b: dict) -> dict:

@@ -276,7 +276,7 @@ def test_detect_format(name, fmt):
 
 
 def test_unknown_extension_asks_for_the_format(tmp_path):
-    with pytest.raises(DataError, match="pass the format explicitly"):
+    with pytest.raises(DataError, match="rename it to end in one of"):
         detect_format("ratings.xlsx")
     path = write(tmp_path / "ratings.log", "0 1 2\n")
     assert pairs(read_interactions(path, "lightgcn")) == [(0, 1), (0, 2)]

@@ -1,12 +1,14 @@
 """Fetch the benchmark datasets from their official public sources, verified and written atomically.
 
-Each file is streamed to a temporary file in the destination folder and renamed into place only after its
-checksum matches, so an interrupted or corrupted download never leaves a file that looks complete.
+A dataset's files are downloaded into a temporary folder beside the destination and moved into place only
+after every one of them arrived and its checksum matched, so a failed download creates nothing: no partial
+file, no empty folder.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -88,22 +90,33 @@ SOURCES: dict[str, tuple[Remote, ...]] = {
 def download_dataset(name: str, folder: str | Path, *, expected: str = "") -> list[Path]:
     """Download dataset `name` into `folder` (files already there are kept); returns the files saved.
 
-    A network or file-system failure becomes a DataError that says which files to put where, and from
-    which URL; a checksum mismatch becomes a DataError naming the URL and both checksums.
+    Nothing is written to `folder`, nor is it created, unless every missing file arrived intact. A network or
+    file-system failure becomes a DataError that says which files to put where, and from which URL; a
+    checksum mismatch becomes a DataError naming the URL and both checksums.
     """
     if name not in SOURCES:
         raise DataError(f"no download source for {name!r}; known: {sorted(SOURCES)}")
     folder = Path(folder)
-    saved: list[Path] = []
+    # Staged beside the destination when its parent exists (a rename, not a copy), else in the system's temp.
+    staging_parent = folder.parent if folder.parent.is_dir() else None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for remote in SOURCES[name]:
-            missing = [f for f in remote.files if not (folder / f.name).exists()]
-            if missing:
-                saved += _fetch_remote(remote, missing, folder)
+        with tempfile.TemporaryDirectory(dir=staging_parent, prefix=f".{folder.name}.download-") as scratch:
+            staged: list[Path] = []
+            for remote in SOURCES[name]:
+                missing = [f for f in remote.files if not (folder / f.name).exists()]
+                if missing:
+                    staged += _fetch_remote(remote, missing, Path(scratch))
+            return _move_into(staged, folder)
     except (URLError, OSError, HTTPException) as err:
         raise missing_data_error(name, folder, expected, f"downloading failed ({_reason(err)})") from None
-    return saved
+
+
+def _move_into(staged: list[Path], folder: Path) -> list[Path]:
+    """Move complete, verified files into `folder`, creating it only now."""
+    if not staged:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.move(str(path), str(folder / path.name))) for path in staged]
 
 
 def missing_data_error(name: str, folder: Path, expected: str, why: str) -> DataError:
@@ -111,9 +124,9 @@ def missing_data_error(name: str, folder: Path, expected: str, why: str) -> Data
     looked_for = f" (looked for {expected})" if expected else ""
     remotes = SOURCES.get(name, ())
     names = ", ".join(f.name for remote in remotes for f in remote.files)
-    urls = "\n  ".join(_describe(remote) for remote in remotes)
-    return DataError(f"{name}: data not found in {folder}{looked_for}; {why}.\n"
-                     f"Put the files {names} in $RECUNLEARN_DATA/{name}/ (here: {folder}), from:\n  {urls}")
+    urls = "; ".join(_describe(remote) for remote in remotes)
+    return DataError(f"{name}: data not found in {folder}{looked_for}; {why}. "
+                     f"Put the files {names} in $RECUNLEARN_DATA/{name}/ (here: {folder}), from: {urls}")
 
 
 def _describe(remote: Remote) -> str:

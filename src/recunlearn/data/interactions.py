@@ -50,7 +50,7 @@ class Interactions:
             if on_duplicate == "error":
                 u, i = divmod(int(key[dup[0]]), n_items)
                 raise DataError(f"{dup.size} duplicate (user, item) pairs, first ({u}, {i}); "
-                                "pass on_duplicate='drop' (CLI: --dedupe) to keep one of each")
+                                "remove the repeats (from Python, on_duplicate='drop' keeps one of each)")
             if on_duplicate != "drop":
                 raise ValueError("on_duplicate must be 'error' or 'drop'")
             keep = np.ones(key.size, dtype=bool)
@@ -171,6 +171,7 @@ class Dataset:
     item_info: pd.DataFrame | None = None      # indexed by item index (title, genres, ...)
     modalities: dict = field(default_factory=dict)  # name -> float32 array [n_items, dim]
     original_train: Interactions | None = None      # the shipped training set, when `train` was edited
+    shipped_hash: str = ""                           # the shipped dataset's hash, once valid/test were edited
 
     @property
     def n_users(self) -> int:
@@ -189,6 +190,8 @@ class Dataset:
     @cached_property
     def origin_hash(self) -> str:
         """Hash of the dataset as loaded, before any edit of its training set (deletions, injections)."""
+        if self.shipped_hash:
+            return self.shipped_hash
         if self.original_train is None:
             return self.hash
         return replace(self, train=self.original_train, original_train=None).hash
@@ -197,6 +200,18 @@ class Dataset:
         """The same dataset with another training set (e.g. the residual after a deletion)."""
         self.train._check_space(train)
         return replace(self, train=train, original_train=self.original_train or self.train)
+
+    def with_held_out(self, valid: Interactions, test: Interactions) -> "Dataset":
+        """The same dataset with other validation and test sets (e.g. after a user's full erasure, which removes
+        their held-out interactions too); it keeps its origin: the dataset as shipped."""
+        for split in (valid, test):
+            self.train._check_space(split)
+        return replace(self, valid=valid, test=test, shipped_hash=self.origin_hash)
+
+    def without(self, pairs: Interactions) -> "Dataset":
+        """The dataset with `pairs` removed from every split."""
+        return self.with_train(self.train.subtract(pairs)).with_held_out(self.valid.subtract(pairs),
+                                                                       self.test.subtract(pairs))
 
     def train_edits(self) -> tuple[Interactions, Interactions]:
         """(added, removed) pairs of the current training set relative to the shipped one."""

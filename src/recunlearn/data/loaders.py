@@ -56,7 +56,7 @@ def read_text(path: str | Path, encoding: str = "utf-8-sig") -> str:
     except UnicodeDecodeError as err:
         line = raw[:err.start].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: not valid {encoding} text ({err.reason}); "
-                        "pass the right encoding") from None
+                        "save the file as UTF-8 text") from None
     if not text.strip():
         raise DataError(f"{path} is empty")
     return text
@@ -269,8 +269,9 @@ def detect_format(path: str | Path) -> str:
     suffix = Path(name).suffix
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
-    raise DataError(f"cannot tell the format of {path} from its name; pass the format explicitly, one of "
-                    f"{sorted(READERS)} (extensions {sorted(_EXTENSIONS)}, optionally .gz)")
+    raise DataError(f"cannot tell the format of {path} from its name: rename it to end in one of "
+                    f"{', '.join(sorted(_EXTENSIONS))} (optionally + .gz), or from Python pass fmt=, one of "
+                    f"{sorted(READERS)}")
 
 
 def read_interactions(path: str | Path, fmt: str | None = None, *, on_duplicate: str = "error") -> pd.DataFrame:
@@ -495,4 +496,5 @@ def _deduplicate(frame: pd.DataFrame, path, on_duplicate: str, lines: np.ndarray
         first = int(np.flatnonzero((frame["user"] == user).to_numpy() & (frame["item"] == item).to_numpy())[0])
         where = f", {unit} {lines[row]} repeats {unit} {lines[first]}"
     raise DataError(f"{path}{where}: duplicate (user {user!r}, item {item!r}); {int(repeated.sum())} repeated "
-                    "pairs in all; pass on_duplicate='drop' (CLI: --dedupe) to keep the first of each")
+                    "pairs in all; remove the repeated lines from the file (from Python, on_duplicate='drop' keeps "
+                    "the first of each)")

@@ -2,7 +2,8 @@
 
 Files are looked up in `<root>/<name>/`, where root is the `root` argument, else `$RECUNLEARN_DATA`, else
 `~/.cache/recunlearn/data`; every text file may also be gzipped (`train.txt.gz`). Missing files are downloaded
-from the official source when the network allows.
+from the official source when the network allows. A root you name (argument or $RECUNLEARN_DATA) must exist:
+nothing creates it, so a typo is an error, not a new folder.
 """
 from __future__ import annotations
 
@@ -106,22 +107,52 @@ _STAT_KEYS = ("users", "items", "train", "valid", "test", "density")
 
 
 def dataset_status(root: str | Path | None = None) -> list[dict]:
-    """One row per known dataset: whether its files are under the data root, and its statistics if they are."""
+    """One row per known dataset: whether its files are under the data root, and its statistics if they are.
+    A dataset whose files cannot be read gets its own row, `broken: <reason>`; the others are still listed."""
     rows = []
+    base = existing_root(root)
     for name in list_datasets():
-        folder = data_root(root) / name
+        folder = base / name
         if _find_layout(DATASETS[name], folder) is None:
             rows.append({"dataset": name, "files": "missing (fetched on first load)",
                          **{key: "-" for key in _STAT_KEYS}})
-        else:
+            continue
+        try:
             stats = load_dataset(name, root, download=False).stats()
+        except (OSError, ValueError) as err:   # DataError is a ValueError
+            rows.append({"dataset": name, "files": f"broken: {_short_reason(err, folder)}",
+                         **{key: "-" for key in _STAT_KEYS}})
+        else:
             rows.append({"dataset": name, "files": "present", **{key: stats[key] for key in _STAT_KEYS}})
     return rows
+
+
+def _short_reason(err: BaseException, folder: Path) -> str:
+    """The first line of an error, file names relative to the dataset folder, at most 100 characters."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    reason = lines[0].replace(f"{folder.resolve()}/", "").replace(f"{folder}/", "")
+    return reason if len(reason) <= 100 else reason[:97] + "..."
 
 
 def data_root(root: str | Path | None = None) -> Path:
     """The folder holding one subfolder per dataset: `root`, else $RECUNLEARN_DATA, else ~/.cache/recunlearn/data."""
     return Path(root or os.environ.get(DATA_ENV) or DEFAULT_ROOT).expanduser()
+
+
+def existing_root(root: str | Path | None = None) -> Path:
+    """`data_root(root)`, which must exist when it was named (argument or $RECUNLEARN_DATA): a missing one
+    is a DataError naming where it came from, and is never created. The default folder may be missing
+    (nothing downloaded yet); the first download creates it."""
+    path = data_root(root)
+    if path.is_dir() or (not root and not os.environ.get(DATA_ENV)):
+        return path
+    problem = "is not a folder" if path.exists() else "does not exist"
+    if root:
+        raise DataError(f"data folder {path} {problem}: pass the folder that holds one folder per dataset "
+                        f"(to download datasets into a new one, create it first: mkdir -p {path})")
+    raise DataError(f"{DATA_ENV}={os.environ[DATA_ENV]} {problem}: set {DATA_ENV} to the folder that holds one "
+                    f"folder per dataset, or unset it to use {DEFAULT_ROOT} (to download datasets into a new "
+                    f"folder, create it first: mkdir -p {path})")
 
 
 def load_dataset(name: str, root: str | Path | None = None, seed: int = 0, valid_ratio: float = 0.1, *,
@@ -135,7 +166,7 @@ def load_dataset(name: str, root: str | Path | None = None, seed: int = 0, valid
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())} "
                         "(or load your own files with load_files)")
-    folder = (data_root(root) / name).resolve()
+    folder = (existing_root(root) / name).resolve()
     return _load_cached(name, str(folder), seed, valid_ratio, download)
 
 

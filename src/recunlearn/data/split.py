@@ -142,6 +142,19 @@ def _check_disjoint(sets: Mapping[str, Interactions], name: str, user_ids: IdMap
                                 f"first (user {user_label!r}, item {item_label!r}); splits must not overlap")
 
 
+def require_splits(dataset: Dataset, splits: tuple[str, ...] = SPLITS, source: str | None = None) -> None:
+    """A DataError naming `source` (default: the dataset's name) and the empty splits among `splits`: training
+    on an empty split, or ranking for one, gives nothing but NaN metrics."""
+    empty = [split for split in splits if len(getattr(dataset, split)) == 0]
+    if not empty:
+        return
+    counts = ", ".join(f"{len(getattr(dataset, split))} {split}" for split in SPLITS)
+    raise DataError(f"{source or dataset.name}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} "
+                    f"empty ({counts} interactions); add interactions (one file is split 8:1:1 per user, so a user "
+                    "needs 3 to appear in every split) or pass --data a folder with non-empty train, valid and "
+                    "test files")
+
+
 def users_without_train(dataset: Dataset) -> np.ndarray:
     """Indices of users that have valid or test interactions but none in train (cold users)."""
     return np.flatnonzero(dataset.train.user_degree() == 0)

@@ -5,6 +5,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from ..config import StrictConfig
@@ -15,9 +16,10 @@ class ModelConfig(StrictConfig):
     """Fields every backbone has. Defaults follow each model's paper (d = 64, L = 3)."""
 
     name: str
-    dim: int = 64
-    reg: float = 1e-4          # L2 on the batch's 0-layer embeddings, LightGCN style
-    init_std: float = 0.1      # normal init of the embedding tables (LightGCN's default)
+    dim: int = Field(64, ge=1, description="embedding size")
+    reg: float = Field(1e-4, ge=0, description="L2 on the batch's 0-layer embeddings, LightGCN style")
+    init_std: float = Field(0.1, gt=0, description="std of the normal init of the embedding tables "
+                                                   "(LightGCN's default)")
 
 
 class Recommender(nn.Module):
@@ -63,6 +65,14 @@ class Recommender(nn.Module):
         return self._cache
 
     def invalidate(self) -> None:
+        self._cache = None
+
+    @torch.no_grad()
+    def reinitialise(self, nodes: torch.Tensor, generator: torch.Generator) -> None:
+        """Draw the 0-layer rows of `nodes` (users, then items offset by n_users) afresh from the initial
+        distribution: what a model trained without any of their interactions holds for them."""
+        fresh = torch.randn(len(nodes), self.config.dim, generator=generator) * self.config.init_std
+        self.embedding.weight[nodes] = fresh.to(self.embedding.weight.dtype)
         self._cache = None
 
     def clone(self) -> "Recommender":

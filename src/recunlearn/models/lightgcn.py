@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from ..data.graph import Graph, spmm
 from .base import ModelConfig, Recommender
@@ -11,7 +12,7 @@ from .base import ModelConfig, Recommender
 
 class LightGCNConfig(ModelConfig):
     name: Literal["lightgcn"] = "lightgcn"
-    layers: int = 3
+    layers: int = Field(3, ge=1, description="propagation layers (no layer at all is MF: model.name=mf)")
 
 
 def layer_stack(e0: torch.Tensor, adj: torch.Tensor, layers: int) -> list[torch.Tensor]:

@@ -19,13 +19,14 @@ def model_class(name: str) -> type[Recommender]:
 
 def model_config(name: str, values: dict | None = None) -> ModelConfig:
     """Validated config of backbone `name` (unknown keys are errors)."""
-    from ..config import ConfigError
+    from ..config import ConfigError, describe_errors
     from pydantic import ValidationError
     cls = model_class(name).config_class
+    data = {**(values or {}), "name": name}
     try:
-        return cls.model_validate({**(values or {}), "name": name})
+        return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"invalid {name} config: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}") from None
+        raise ConfigError(f"invalid {name} config: {describe_errors(err, data, cls)}") from None
 
 
 def build_model(config: ModelConfig, n_users: int, n_items: int) -> Recommender:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from ..data.graph import Graph, normalized_adjacency
 from .base import batch_info_nce
@@ -15,9 +16,9 @@ from .lightgcn import LightGCN, LightGCNConfig
 
 class SGLConfig(LightGCNConfig):
     name: Literal["sgl"] = "sgl"
-    drop_ratio: float = 0.1      # edge dropout probability per view
-    ssl_temp: float = 0.2
-    ssl_weight: float = 0.1
+    drop_ratio: float = Field(0.1, ge=0, lt=1, description="edge dropout probability per view")
+    ssl_temp: float = Field(0.2, gt=0, description="InfoNCE temperature")
+    ssl_weight: float = Field(0.1, ge=0, description="weight of the InfoNCE term")
 
 
 class SGL(LightGCN):

@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from ..data.graph import Graph, spmm
 from .base import ModelConfig, Recommender, batch_info_nce
@@ -20,10 +21,10 @@ from .base import ModelConfig, Recommender, batch_info_nce
 
 class SimGCLConfig(ModelConfig):
     name: Literal["simgcl"] = "simgcl"
-    layers: int = 3
-    eps: float = 0.1           # noise magnitude
-    ssl_temp: float = 0.2
-    ssl_weight: float = 0.2
+    layers: int = Field(3, ge=1, description="propagation layers, each perturbed by noise")
+    eps: float = Field(0.1, ge=0, description="noise magnitude")
+    ssl_temp: float = Field(0.2, gt=0, description="InfoNCE temperature")
+    ssl_weight: float = Field(0.2, ge=0, description="weight of the InfoNCE term")
     readout_e0: bool = True    # E^0 in the layer mean (False: the paper's layers 1..L)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, model_validator
 
 from ..config import StrictConfig
+from ..eval.ranking import METRICS
 from ..models.lightgcn import LightGCNConfig
 from ..models.mf import MFConfig
 from ..models.sgl import SGLConfig
@@ -28,7 +29,7 @@ class TrainConfig(StrictConfig):
     min_lr: float = Field(0.0, ge=0, description="lr never decays below this")
     metric: str = Field("Recall@20", description="validation metric that early stopping follows")
     seed: int = 0
-    threads: int | None = Field(None, description="torch threads (default: torch's own choice)")
+    threads: int | None = Field(None, ge=1, description="torch threads (default: torch's own choice)")
     deterministic: bool = False
 
 
@@ -41,8 +42,8 @@ class DataConfig(StrictConfig):
 
 
 class EvalConfig(StrictConfig):
-    ks: list[int] = [10, 20]
-    batch_size: int = 1024
+    ks: list[Annotated[int, Field(ge=1)]] = Field([10, 20], min_length=1, description="cut-offs K of the metrics")
+    batch_size: int = Field(1024, ge=1, description="users ranked at once")
 
 
 class RunConfig(StrictConfig):
@@ -60,3 +61,22 @@ class RunConfig(StrictConfig):
         if isinstance(data, dict) and isinstance(data.get("model"), dict) and "name" not in data["model"]:
             data = {**data, "model": {"name": LightGCNConfig().name, **data["model"]}}
         return data
+
+    @model_validator(mode="after")
+    def _metric_is_computed(self) -> "RunConfig":
+        """Early stopping follows a metric that validation computes, so a typo fails now, not after an epoch."""
+        metric, ks = self.train.metric, self.eval.ks
+        computed = [f"{name}@{k}" for name in METRICS for k in ks]
+        if metric in computed:
+            return self
+        name, _, k = metric.partition("@")
+        canonical = next((known for known in METRICS if known.lower() == name.lower()), None)
+        if canonical is not None and k.isdigit() and int(k) >= 1:
+            if f"{canonical}@{int(k)}" in computed:
+                advice = f"write it as train.metric={canonical}@{int(k)}"
+            else:
+                advice = (f"add {int(k)} to eval.ks (--set 'eval.ks={sorted({*ks, int(k)})}') or set "
+                          f"train.metric={canonical}@{ks[-1]}")
+            raise ValueError(f"train.metric={metric} is not computed with eval.ks={ks}: {advice}")
+        raise ValueError(f"train.metric={metric} is not a validation metric: choose one of {', '.join(computed)} "
+                         f"(NAME@K with NAME in {', '.join(METRICS)} and K in eval.ks)")

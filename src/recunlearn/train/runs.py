@@ -1,14 +1,16 @@
 """One training run end to end: train, evaluate on test, save the checkpoint with its metrics."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from ..data.interactions import Dataset
+from ..data.interactions import DataError, Dataset
+from ..data.split import require_splits
 from ..eval.ranking import evaluate
 from ..models.base import Recommender
 from .checkpoint import save_checkpoint
 from .config import RunConfig
-from .trainer import Trainer
+from .trainer import Trainer, data_source
 
 
 def test_metrics(model: Recommender, dataset: Dataset, ks=(10, 20)) -> dict:
@@ -18,11 +20,20 @@ def test_metrics(model: Recommender, dataset: Dataset, ks=(10, 20)) -> dict:
 
 def train_and_save(run: RunConfig, dataset: Dataset, out: str | Path, progress: bool = True,
                    resume: bool = False) -> dict:
+    """Train, then write the checkpoint with its validation and test metrics. Data with an empty split fails
+    before any training; metrics that come out NaN fail before the run is marked complete."""
+    source = data_source(run, dataset)
+    require_splits(dataset, source=source)
     trainer = Trainer(run, progress=progress, checkpoint_dir=out)
     model, result = trainer.fit(dataset, resume=resume)
     metrics = {"valid": trainer.validate(model, dataset), "test": test_metrics(model, dataset, run.eval.ks),
                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": result.seconds,
                "train_seconds": result.train_seconds, "seconds_to_best": result.seconds_to_best}
+    for split in ("valid", "test"):
+        undefined = [name for name, value in metrics[split].items() if isinstance(value, float) and math.isnan(value)]
+        if undefined:
+            raise DataError(f"{source}: {split} metrics {', '.join(undefined)} are NaN after training (no {split} "
+                            f"user could be ranked); {out} holds the best weights but is not marked complete")
     # `complete` marks a finished run: per-epoch progress checkpoints in the same folder lack it.
     save_checkpoint(out, model, run, dataset, metrics=metrics, extra={"history": result.history, "complete": True})
     return metrics

@@ -3,6 +3,7 @@ patience and the best state restored, progress bars, checkpoints and resuming.""
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 from ..data.graph import build_graph
 from ..data.interactions import Dataset
 from ..data import sampling
+from ..data.split import require_splits
 from ..eval.ranking import evaluate
 from ..models.base import Recommender
 from ..models.registry import build_model
@@ -57,6 +59,7 @@ class Trainer:
 
     def fit(self, dataset: Dataset, model: Recommender | None = None, resume: bool = False) -> tuple[Recommender, TrainResult]:
         cfg = self.cfg
+        require_splits(dataset, ("train", "valid") if self.validates else ("train",), data_source(self.run, dataset))
         seed_everything(cfg.seed, cfg.deterministic)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -81,6 +84,9 @@ class Trainer:
         for epoch in epochs:
             epoch_start = time.perf_counter()
             loss = self.train_epoch(model, optimizer, dataset, rng, gen, epoch)
+            if not math.isfinite(loss):
+                raise ValueError(f"training diverged in epoch {epoch + 1}: the loss is {loss}; lower train.lr "
+                                 f"(now {optimizer.param_groups[0]['lr']:g})")
             state["train_seconds"] += time.perf_counter() - epoch_start
             record = {"epoch": epoch + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                       "seconds": round(time.perf_counter() - start, 2)}
@@ -183,6 +189,11 @@ class Trainer:
                  "history": meta.get("history", []), "seconds": seconds, "train_seconds": train_seconds,
                  "seconds_to_best": seconds_to_best}
         return state, best_weights, rng, gen
+
+
+def data_source(run: RunConfig, dataset: Dataset) -> str:
+    """How messages name the data: your own file or folder when the run has one, else the dataset's name."""
+    return run.data.path if run.data.path and run.data.name == dataset.name else dataset.name
 
 
 def _best_record(state: dict) -> dict:
