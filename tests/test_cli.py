@@ -198,7 +198,7 @@ def test_unknown_user_id(checkpoint):
 
 def test_list_length_out_of_range(checkpoint):
     out, _ = checkpoint
-    assert_input_error(invoke("recommend", "--checkpoint", out, "--user", "1", "-k", "0"), "k must be between")
+    assert_input_error(invoke("recommend", "--checkpoint", out, "--user", "1", "-k", "0"), "-k 0", "at least 1")
 
 
 def test_messages_are_not_read_as_markup(tmp_path):

@@ -1,6 +1,7 @@
 """The `recunlearn` command: datasets, train, evaluate, recommend (and the unlearning subcommands)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -32,15 +33,59 @@ def guarded(fn):
     import functools
 
     from .data.interactions import DataError
+    from .storage import StorageError
     from .train.checkpoint import CheckpointError
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, CheckpointError, FileNotFoundError, ValueError) as err:
+        except (ConfigError, DataError, CheckpointError, StorageError, FileNotFoundError, ValueError) as err:
             fail(str(err))
+        except PermissionError as err:
+            fail(f"{err.filename}: permission denied; check the folder's permissions or choose another path")
+        except OSError as err:
+            fail(f"{err.filename or 'a file'}: {err.strerror or err}")
     return wrapper
+
+
+@app.callback()
+def main_options(threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="torch threads for every command (default: torch's choice, which on a "
+        "shared CPU can be much slower than 1 or 2)")):
+    """Recommendation unlearning: train, unlearn, audit and benchmark recommenders."""
+    if threads is not None:
+        import torch
+        torch.set_num_threads(threads)
+
+
+def emit_json(record: dict) -> None:
+    """One JSON object on stdout (the --json form of a command's result)."""
+    print(json.dumps(record, default=str))
+
+
+@contextlib.contextmanager
+def writing(out: Path, action: str, overwrite: bool = False, replace_ok: bool = False):
+    """Hold the lock on `out` while it is written; first finish or clean up an interrupted earlier write of
+    it (with a note), then refuse an existing `out` unless replacing it is allowed."""
+    from .storage import exclusive, recover
+
+    with exclusive(out, action):
+        for message in recover(out):
+            err_console.print(f"note: {message}", soft_wrap=True, markup=False)
+        if not replace_ok:
+            refuse_existing(out, overwrite)
+        yield
+
+
+def refuse_existing(out: Path, overwrite: bool) -> None:
+    """An existing --out is replaced only on request, and never when it is not a checkpoint of ours."""
+    if not out.exists() or out.is_dir() and not any(out.iterdir()) or overwrite and (out / "config.json").is_file():
+        return
+    if overwrite:
+        fail(f"{out} exists and is not a recunlearn checkpoint; it is not replaced even with --overwrite: "
+             "choose another --out")
+    fail(f"{out} exists; pass --overwrite to replace it, or choose another --out")
 
 
 def print_table(rows: list[dict], title: str | None = None) -> None:
@@ -89,6 +134,7 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
           set_: List[str] = typer.Option([], "--set", help="override, e.g. --set train.lr=0.005"),
           out: Path = typer.Option(..., help="checkpoint folder to write"),
           resume: bool = typer.Option(False, help="continue the run saved in --out"),
+          overwrite: bool = typer.Option(False, help="replace --out if it is a checkpoint already"),
           inject: Optional[Path] = typer.Option(None, help="adversarial request file: train on the poisoned graph"),
           quiet: bool = typer.Option(False, help="no progress bars")):
     """Train a backbone with early stopping on validation Recall@20 and write a checkpoint."""
@@ -109,7 +155,8 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
     if inject is not None:
         from .data.requests import injected_edges, poisoned_dataset
         data = poisoned_dataset(data, injected_edges(inject, data))
-    metrics = train_and_save(run, data, out, progress=not quiet, resume=resume)
+    with writing(out, "train", overwrite, replace_ok=resume):
+        metrics = train_and_save(run, data, out, progress=not quiet, resume=resume)
     print_metrics({k: v for k, v in metrics.items() if isinstance(v, dict)}, title=f"{run.model.name} on {run.data.name}")
     console.print(f"checkpoint written to {out}")
 
@@ -118,50 +165,74 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
 @guarded
 def evaluate(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
              ks: List[int] = typer.Option([10, 20], "--k", help="cut-offs"),
-             json_out: Optional[Path] = typer.Option(None, help="append the result as a JSON line")):
+             json_out: Optional[Path] = typer.Option(None, help="append the result as a JSON line"),
+             as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of a table")):
     """Full-ranking test metrics of a checkpoint (training and validation items masked)."""
     from .train.checkpoint import load_checkpoint
     from .train.runs import test_metrics
 
     model, run, data, meta = load_checkpoint(checkpoint)
     metrics = test_metrics(model, data, ks)
-    print_metrics({"test": metrics}, title=f"{checkpoint} on {data.name}")
+    record = {"checkpoint": str(checkpoint), "dataset": data.name, "data_hash": data.hash,
+              "model": run.model.name, "metrics": metrics}
+    if as_json:
+        emit_json(record)
+    else:
+        print_metrics({"test": metrics}, title=f"{checkpoint} on {data.name}")
     if json_out:
         with open(json_out, "a") as fh:
-            fh.write(json.dumps({"checkpoint": str(checkpoint), "dataset": data.name, "data_hash": data.hash,
-                                 "model": run.model.name, "metrics": metrics}) + "\n")
+            fh.write(json.dumps(record) + "\n")
 
 
 @app.command()
 @guarded
 def recommend(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
               user: List[str] = typer.Option(..., help="user id as in the data files (repeatable)"),
-              k: int = typer.Option(10, "-k", help="list length")):
+              k: int = typer.Option(10, "-k", help="list length (capped at the user's unseen items)"),
+              as_json: bool = typer.Option(False, "--json", help="print the lists as JSON instead of a table")):
     """Top-k items for users, with their already-seen items excluded."""
     from .eval.ranking import topk_items
     from .train.checkpoint import load_checkpoint
 
+    if k < 1:
+        fail(f"-k {k}: the list length must be at least 1")
     model, run, data, _ = load_checkpoint(checkpoint)
     users = data.user_ids.index(user, kind="user")
-    top = topk_items(model, users, k, data.train.union(data.valid)).numpy()
-    rows = []
-    for label, u, items in zip(user, users, top):
-        for rank, item in enumerate(items, 1):
+    seen = data.train.union(data.valid)
+    unseen = data.n_items - seen.user_degree()[users]
+    top = topk_items(model, users, min(k, data.n_items), seen).numpy()
+    rows, notes = [], []
+    for label, u, items, available in zip(user, users, top, unseen):
+        if available < k:
+            notes.append(f"user {label} has {available} unseen items: the list stops there")
+        for rank, item in enumerate(items[:available], 1):
             row = {"user": label, "rank": rank, "item": str(data.item_ids.label([item])[0])}
             if data.item_info is not None and "title" in data.item_info:
                 row["title"] = str(data.item_info["title"].iloc[item])
             rows.append(row)
+    if as_json:
+        emit_json({"checkpoint": str(checkpoint), "k": k, "recommendations": rows, "notes": notes})
+        return
     print_table(rows, title=f"top-{k}")
+    for note in notes:
+        console.print(f"note: {note}")
 
 
-request_app = typer.Typer(help="Deletion requests: make them reproducibly from a seed.", no_args_is_help=True)
+request_app = typer.Typer(help="Deletion requests: name a user, an item or pairs to erase, or draw one from a seed.",
+                          no_args_is_help=True)
 app.add_typer(request_app, name="request")
 
 
 @request_app.command("make")
 @guarded
-def request_make(spec: str = typer.Option(..., help="random:RHO | user:RHO[:random|core|edge] | "
-                                                      "item:RHO[:random|popular] | adversarial:RHO[:RHO_ITEMS]"),
+def request_make(spec: Optional[str] = typer.Option(None, help="draw a request: random:RHO | user:RHO[:random|core|"
+                                                    "edge] | item:RHO[:random|popular] | adversarial:RHO[:RHO_ITEMS]"),
+                 user: List[str] = typer.Option([], "--user", help="erase this user entirely: every interaction, "
+                                                "in every split (original id; repeatable)"),
+                 item: List[str] = typer.Option([], "--item", help="erase this item entirely (original id; "
+                                                "repeatable)"),
+                 pairs: Optional[Path] = typer.Option(None, "--pairs", help="erase these (user, item) pairs: CSV "
+                                                      "`user,item` or a JSON list of [user, item], original ids"),
                  out: Path = typer.Option(..., help="request file (JSON) to write"),
                  dataset: str = typer.Option("ml-100k", help="dataset (ignored when --checkpoint is given)"),
                  data_path: Optional[Path] = typer.Option(None, "--data", help="your own interaction file or "
@@ -169,19 +240,34 @@ def request_make(spec: str = typer.Option(..., help="random:RHO | user:RHO[:rand
                  checkpoint: Optional[Path] = typer.Option(None, help="model whose data the request is for; "
                                                            "required for adversarial (the clean model)"),
                  seed: int = typer.Option(0)):
-    """Draw a request and save it. Adversarial requests inject each user's / item's least-likely edge
-    (as scored by the clean model); train the poisoned model with `recunlearn train --inject FILE`."""
-    from .data.requests import GENERATORS, adversarial_edges, adversarial_request, parse_spec, poisoned_dataset
+    """Name what to erase (--user, --item, --pairs) or draw a request (--spec) and save it. A user or item
+    erasure takes the subject's interactions out of every split: training edges are unlearned, validation and
+    test ones leave the data. Adversarial requests inject each user's / item's least-likely edge (as scored
+    by the clean model); train the poisoned model with `recunlearn train --inject FILE`."""
+    from .data.requests import (GENERATORS, Request, adversarial_edges, adversarial_request, parse_spec,
+                                poisoned_dataset, subject_request)
     from .train.checkpoint import load_checkpoint
     from .train.config import DataConfig
     from .train.inputs import load_data
 
-    kind, params = parse_spec(spec)
+    chosen = [name for name, given in (("--spec", spec), ("--user/--item", user or item), ("--pairs", pairs))
+              if given]
+    if len(chosen) != 1:
+        fail("say what to erase with exactly one of --user/--item, --pairs or --spec"
+             + (f" (got {' and '.join(chosen)})" if chosen else ""))
     model = None
     if checkpoint is not None:
         model, _, data, _ = load_checkpoint(checkpoint)
     else:
         data = load_data(DataConfig(name=dataset) if data_path is None else own_data(data_path))
+    if spec is None:
+        request = subject_request(data, user, item) if pairs is None else Request.load(pairs, data)
+        request.save(out)
+        counts = request.held_out_counts(data)
+        console.print(f"{request.kind} erasure: {len(request)} training edges to unlearn, {counts['valid']} "
+                      f"validation and {counts['test']} test interactions to remove; written to {out}")
+        return
+    kind, params = parse_spec(spec)
     if kind == "adversarial":
         if model is None:
             fail("an adversarial request needs the clean model: pass --checkpoint DIR")
@@ -195,14 +281,13 @@ def request_make(spec: str = typer.Option(..., help="random:RHO | user:RHO[:rand
 
 
 METHOD_HELP = "unlearning method (see `recunlearn methods`)"
-
-
-def method_state_dir(checkpoint: Path, method: str) -> Path:
-    """Where a method's working state lives: privately, next to the model it was prepared for."""
-    return checkpoint / UNLEARNERS_DIR / method
-
-
 UNLEARNERS_DIR = "unlearners"
+
+
+def method_state_dir(root: Path, method: str, data_hash: str) -> Path:
+    """Where a method's working state for the model of `data_hash` lives: in the private working store of
+    the root checkpoint it descends from (never in a checkpoint that is shipped)."""
+    return root / UNLEARNERS_DIR / method / data_hash
 
 
 @app.command()
@@ -224,75 +309,157 @@ def prepare(checkpoint: Path = typer.Option(..., help="trained model checkpoint"
             set_: List[str] = typer.Option([], "--set", help="method setting, e.g. --set epochs=20"),
             quiet: bool = typer.Option(False)):
     """One-off preparation before any request (UnlearnRec pre-trains its influence encoder), timed and saved
-    in CHECKPOINT/unlearners/METHOD, bound to that model and its data."""
-    from .train.checkpoint import load_checkpoint
+    in the checkpoint's private working store (CHECKPOINT/unlearners/METHOD/), bound to that model and data."""
+    from .storage import atomic_folder, exclusive, recover
+    from .train.checkpoint import load_checkpoint, read_meta
     from .unlearn.registry import build_unlearner
 
-    model, run, data, _ = load_checkpoint(checkpoint)
-    unlearner = build_unlearner(method, set_, run=run, progress=not quiet)
-    console.print_json(json.dumps({"method": method, "config": unlearner.config.model_dump(mode="json")}))
-    unlearner.prepare(model, data)
-    unlearner.save(method_state_dir(checkpoint, method))
-    console.print(f"{method} prepared in {unlearner.prepare_seconds:.1f}s; saved to "
-                  f"{method_state_dir(checkpoint, method)}")
+    if "lineage" in read_meta(checkpoint):
+        fail(f"{checkpoint} was derived by unlearning; prepare the model it descends from "
+             f"({read_meta(checkpoint)['lineage']['root']}): requests continue from there through each "
+             "unlearned checkpoint")
+    with exclusive(checkpoint, "prepare"):
+        model, run, data, _ = load_checkpoint(checkpoint)
+        unlearner = build_unlearner(method, set_, run=run, progress=not quiet)
+        console.print_json(json.dumps({"method": method, "config": unlearner.config.model_dump(mode="json")}))
+        unlearner.prepare(model, data)
+        state = method_state_dir(checkpoint, method, data.hash)
+        for message in recover(state):
+            err_console.print(f"note: {message}", soft_wrap=True, markup=False)
+        with atomic_folder(state, fault_prefix="prepare") as tmp:
+            unlearner.save(tmp)
+    console.print(f"{method} prepared in {unlearner.prepare_seconds:.1f}s; saved to {state}")
+
+
+def continue_unlearner(method: str, checkpoint: Path, root: Path, data, settings: list[str], run, quiet: bool):
+    """The method's state for the model at `checkpoint` (its data `data`), ready for the next request: loaded
+    from the root's working store, or built and prepared here for methods without a one-off preparation."""
+    from .config import load_config
+    from .train.checkpoint import load_checkpoint
+    from .unlearn.registry import build_unlearner, unlearner_class
+
+    from .storage import recover
+
+    cls = unlearner_class(method)
+    state = method_state_dir(root, method, data.hash)
+    for message in recover(state):   # e.g. a re-`prepare` killed between its two renames
+        err_console.print(f"note: {message}", soft_wrap=True, markup=False)
+    if (state / "unlearner.json").is_file():
+        root_model, _, root_data, _ = load_checkpoint(root)
+        unlearner = cls.load(state, root_model, root_data.with_held_out(data.valid, data.test), run=run,
+                             progress=not quiet)
+        if unlearner.state.dataset.hash != data.hash:
+            fail(f"the {method} state in {state} does not continue {checkpoint} (its data differs); prepare "
+                 f"{root} again")
+        if settings:
+            unlearner.config = load_config(cls.config_class, None, settings, base=unlearner.config.model_dump())
+        return unlearner
+    if cls.has_preparation():
+        if checkpoint == root:
+            fail(f"{method} has not been prepared for {checkpoint}: run `recunlearn prepare --method {method} "
+                 f"--checkpoint {checkpoint}` first")
+        fail(f"no {method} state continues {checkpoint} (it was made by another method, or its state was "
+             f"removed): unlearn with {method} from {root}, prepared with `recunlearn prepare`")
+    model, _, _, _ = load_checkpoint(checkpoint)
+    return build_unlearner(method, settings, run=run, progress=not quiet).prepare(model, data)
 
 
 @app.command()
 @guarded
-def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint (prepared with `recunlearn prepare` for "
-                                            "methods that need it)"),
+def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint: a trained one (prepared with `recunlearn "
+                                            "prepare` for methods that need it) or an unlearned one, to continue"),
             request: Path = typer.Option(..., help="request file (from `request make`, or CSV/JSON pairs)"),
-            out: Path = typer.Option(..., help="checkpoint folder for the unlearned model"),
+            out: Path = typer.Option(..., help="new checkpoint folder for the unlearned model"),
             method: str = typer.Option("unlearnrec", help=METHOD_HELP),
             set_: List[str] = typer.Option([], "--set", help="request-time setting, e.g. --set finetune_epochs=1"),
+            overwrite: bool = typer.Option(False, help="replace --out if it is a checkpoint already"),
+            as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of a table"),
             quiet: bool = typer.Option(False)):
     """Forget a request with any registered method and write the unlearned model as a new checkpoint.
 
-    Requests compose: the method's state next to CHECKPOINT remembers what was forgotten, so a second
-    `unlearn --checkpoint CHECKPOINT` continues from the first."""
+    The new checkpoint holds no erased interaction and nothing from which the model before the deletion can
+    be restored: what was erased is recorded, as lineage hashes, and in the private working store of the
+    trained model it descends from. Requests compose: forget the next one with `--checkpoint OUT`."""
+    import hashlib
+
     import torch
 
-    from .config import load_config
     from .data.requests import Request
-    from .train.checkpoint import load_checkpoint, save_checkpoint
+    from .storage import atomic_folder, exclusive, fault_point, recover
+    from .train.checkpoint import load_checkpoint, record_erasure, root_of, save_checkpoint
     from .train.runs import test_metrics
-    from .unlearn.registry import build_unlearner, unlearner_class
+    from .unlearn.base import forget_isolated_nodes
+    from .unlearn.registry import unlearner_class
 
-    model, run, data, _ = load_checkpoint(checkpoint)
-    req = Request.load(request, data)
-    cls = unlearner_class(method)
-    state = method_state_dir(checkpoint, method)
-    if (state / "unlearner.json").is_file():
-        unlearner = cls.load(state, model, data, run=run, progress=not quiet)
-        if set_:
-            unlearner.config = load_config(cls.config_class, None, set_, base=unlearner.config.model_dump())
-    elif cls.has_preparation():
-        fail(f"{method} has not been prepared for {checkpoint}: run `recunlearn prepare --method {method} "
-             f"--checkpoint {checkpoint}` first")
-    else:
-        unlearner = build_unlearner(method, set_, run=run, progress=not quiet).prepare(model, data)
-    edges = req.edges
-    pairs = (torch.from_numpy(edges.users), torch.from_numpy(edges.items))
-    current = unlearner.state
-    before_score = current.scorer.score_pairs(*pairs).mean().item()
-    before = test_metrics(current.scorer, current.dataset, ks=[20])
-    result = unlearner.unlearn(edges)
-    if result.model is None:
-        fail(f"{method} answers through a scorer with no model state to write as a checkpoint; compare it in the "
-             "benchmark harness (`recunlearn bench run`)")
-    after = test_metrics(result.scorer, result.dataset, ks=[20])
-    after_score = result.scorer.score_pairs(*pairs).mean().item()
-    save_checkpoint(out, result.model, run, result.dataset, metrics={"test": after},
-                    extra={"unlearned_from": str(checkpoint), "method": method, "request": str(request),
-                           "seconds": result.seconds})
-    unlearner.save(state)
+    unlearner_class(method)   # an unknown method fails before any work
+    if out.resolve() == checkpoint.resolve():
+        fail("--out is the --checkpoint itself: write the unlearned model to a new folder")
+    with exclusive(checkpoint, "unlearn"), writing(out, "unlearn", overwrite):
+        model, run, data, _ = load_checkpoint(checkpoint)
+        req = Request.load(request, data)
+        root = root_of(checkpoint)
+        unlearner = continue_unlearner(method, checkpoint, root, data, set_, run, quiet)
+        edges = req.edges
+        pairs = (torch.from_numpy(edges.users), torch.from_numpy(edges.items))
+        current = unlearner.state
+        before_score = current.scorer.score_pairs(*pairs).mean().item()
+        before = test_metrics(current.scorer, current.dataset, ks=[20])
+        result = unlearner.unlearn(edges)
+        if result.model is None:
+            fail(f"{method} answers through a scorer with no model state to write as a checkpoint; compare it "
+                 "in the benchmark harness (`recunlearn bench run`)")
+        residual = req.apply(result.dataset)
+        root_model, _, root_data, _ = (model, run, data, None) if root == checkpoint else load_checkpoint(root)
+        request_digest = hashlib.sha256(request.read_bytes()).hexdigest()
+        # relative to the root: a subject erased by an earlier request stays re-drawn in every descendant
+        reset = forget_isolated_nodes(result.model, root_data, residual, seed=int(request_digest[:8], 16))
+        after = test_metrics(result.scorer, residual, ks=[20])
+        after_score = result.scorer.score_pairs(*pairs).mean().item()
+        lineage = record_erasure(root, root_data, residual, parent=checkpoint, method=method, root_model=root_model)
+        fault_point("unlearn:after-erasure-record")
+        if unlearner.has_preparation():
+            unlearner.state.dataset = residual      # the next request continues from exactly this data
+            state = method_state_dir(root, method, residual.hash)
+            recover(state)     # a dead writer's leftovers of this very state
+            with atomic_folder(state, fault_prefix="state") as tmp:
+                unlearner.save(tmp)
+        fault_point("unlearn:after-state")
+        held_out = req.held_out_counts(data)
+        summary = {"method": method, "edges": len(edges), "held_out": held_out, "seconds": result.seconds,
+                   "request_sha256": request_digest, "request_kind": req.kind, "reinitialised": reset}
+        save_checkpoint(out, result.model, run, residual, metrics={"test": after}, extra={"unlearned": summary},
+                        lineage=lineage)
+    record = {"checkpoint": str(out), "from": str(checkpoint), **summary,
+              "before": {"request_score_mean": before_score, **before, "train_edges": len(current.dataset.train)},
+              "after": {"request_score_mean": after_score, **after, "train_edges": len(residual.train)}}
+    if as_json:
+        emit_json(record)
+        return
     print_table([{"": "request-edge mean score", "before": before_score, "after": after_score},
                  {"": "test Recall@20", "before": before["Recall@20"], "after": after["Recall@20"]},
                  {"": "test NDCG@20", "before": before["NDCG@20"], "after": after["NDCG@20"]},
-                 {"": "training edges", "before": len(current.dataset.train), "after": len(result.dataset.train)}],
+                 {"": "training edges", "before": len(current.dataset.train), "after": len(residual.train)}],
                 title=f"{method} forgot {len(edges)} edges in {result.seconds['total']:.2f}s "
                       f"({', '.join(f'{k} {v:.2f}s' for k, v in result.seconds.items() if k != 'total')})")
+    if held_out["valid"] or held_out["test"]:
+        console.print(f"removed {held_out['valid']} validation and {held_out['test']} test interactions of the "
+                      "erased subjects")
     console.print(f"unlearned checkpoint written to {out}")
+
+
+@app.command()
+@guarded
+def export(checkpoint: Path = typer.Argument(..., help="checkpoint folder (trained or unlearned)"),
+           out: Path = typer.Option(..., help="folder for the shippable model"),
+           overwrite: bool = typer.Option(False, help="replace --out if it is a checkpoint already")):
+    """Write the shippable form of a checkpoint: weights, config and lineage hashes. No data, no working
+    store (method states, erasure records), no paths."""
+    from .train.checkpoint import export_checkpoint, read_meta
+
+    read_meta(checkpoint)
+    with writing(out, "export", overwrite):
+        export_checkpoint(checkpoint, out)
+    console.print(f"exported {checkpoint} to {out} (weights, config and hashes)")
 
 
 @app.command()
@@ -304,10 +471,13 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
                                                  "(or reuse from cache) one on the residual data, with a seed "
                                                  "other than the original's"),
           json_out: Optional[Path] = typer.Option(None, help="append the report as a JSON line"),
+          as_json: bool = typer.Option(False, "--json", help="print the report and verdict as JSON"),
           quiet: bool = typer.Option(False)):
-    """Forgetting report of an unlearned model against a model retrained without the request."""
+    """Forgetting report of an unlearned model against a model retrained without the request, each key
+    measure beside Retrain's with pass / warn / fail against evaluation.md's thresholds, and a verdict."""
     from .data.requests import Request
     from .eval.forgetting import audit as run_audit, neighbourhood_utility
+    from .eval.verdict import judge
     from .train.checkpoint import load_checkpoint
     from .train.runs import test_metrics
     from .unlearn.retrain import Retrain
@@ -315,7 +485,7 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
     orig_model, run, orig_data, _ = load_checkpoint(original)
     req = Request.load(request, orig_data)
     model, _, data, _ = load_checkpoint(checkpoint)
-    if data.train.hash != orig_data.train.subtract(req.edges).hash:
+    if data.hash != req.apply(orig_data.with_train(orig_data.train.subtract(req.edges))).hash:
         fail(f"{checkpoint} is not {original} with exactly this request forgotten (training sets differ)")
     if retrain is not None:
         reference, _, _, _ = load_checkpoint(retrain, data)
@@ -327,10 +497,23 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
     report.update({f"test_{k}": v for k, v in test_metrics(model, data, ks=[20]).items() if k != "users"})
     report.update({f"retrain_test_{k}": v for k, v in test_metrics(reference, data, ks=[20]).items() if k != "users"})
     report.update(neighbourhood_utility(model, req.edges, data.train, data.test, data.valid, ks=(20,)))
-    print_table([{"measure": k, "value": v} for k, v in report.items()], title=f"audit of {checkpoint}")
+    report.update({f"retrain_{k}": v for k, v in neighbourhood_utility(reference, req.edges, data.train, data.test,
+                                                                       data.valid, ks=(20,)).items()})
+    verdict = judge(report)
+    record = {"checkpoint": str(checkpoint), "request": str(request), **report, "verdict": verdict.to_dict()}
     if json_out:
         with open(json_out, "a") as fh:
-            fh.write(json.dumps({"checkpoint": str(checkpoint), "request": str(request), **report}) + "\n")
+            fh.write(json.dumps(record) + "\n")
+    if as_json:
+        emit_json(record)
+        return
+    print_table([{"measure": c.measure, "unlearned": c.value, "retrain": "-" if c.retrain is None else c.retrain,
+                  "threshold": c.threshold, "status": c.status, "direction": c.direction or "-"}
+                 for c in verdict.checks], title=f"audit of {checkpoint}: key measures")
+    judged = {c.key for c in verdict.checks}
+    print_table([{"measure": k, "value": v} for k, v in report.items() if k not in judged],
+                title="all measures")
+    console.print(verdict.line, soft_wrap=True, markup=False)
 
 
 from .bench.cli import bench_app  # noqa: E402  (the harness's subcommands: bench run, bench report)

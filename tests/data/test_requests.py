@@ -13,7 +13,7 @@ import torch
 
 from recunlearn.data.interactions import DataError, Dataset, IdMap, Interactions
 from recunlearn.data.requests import (GENERATORS, Request, adversarial_edges, adversarial_request, item_request,
-                                      parse_spec, poisoned_dataset, random_request, user_request)
+                                      parse_spec, poisoned_dataset, random_request, subject_request, user_request)
 from recunlearn.eval.scorer import EmbeddingScorer
 
 DATA = Path(os.environ.get("RECUNLEARN_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
@@ -249,8 +249,12 @@ def test_user_written_pair_files(saved, tmp_path):
         request = Request.load(path, dataset)
         assert (request.kind, request.seed, keys(request.edges)) == ("edges", None, {(0, 0), (1, 2)})
     assert request.data_hash == dataset.hash
-    with pytest.raises(DataError, match=r"edge \(user 101, item 'a'\) is not a training interaction.*valid split"):
-        Request.from_pairs(dataset, [(101, "a")])
+    # a person's history spans the splits: a validation pair leaves the validation split, it is not unlearned
+    mixed = Request.from_pairs(dataset, [(100, "a"), (101, "a")])
+    assert keys(mixed.edges) == {(0, 0)} and keys(mixed.held_out) == {(1, 0)}
+    assert mixed.held_out_counts(dataset) == {"valid": 1, "test": 0}
+    with pytest.raises(DataError, match=r"pair \(user 101, item 'b'\) is in no split.*not an interaction"):
+        Request.from_pairs(dataset, [(100, "a"), (101, "b")])
     csv.write_text("user,item\n100,a\n100,a\n")
     with pytest.raises(DataError, match="duplicate"):
         Request.load(csv, dataset)
@@ -313,3 +317,50 @@ def test_parsed_specs_drive_the_generators(ml100k):
     kind, params = parse_spec("item:0.01:popular")
     request = GENERATORS[kind](ml100k, seed=0, **params)
     assert np.array_equal(request.edges.keys, item_request(ml100k, 0.01, "popular", seed=0).edges.keys)
+
+
+# --------------------------------------------------------------------------------- erasure of whole subjects
+
+def test_subject_request_takes_every_split_of_the_user(tmp_path):
+    dataset = tiny([(0, 0), (0, 1), (1, 2), (2, 3)], valid=[(0, 2), (1, 0)], test=[(0, 3), (2, 1)])
+    request = subject_request(dataset, users=[100])
+    assert request.kind == "user" and request.params["users"] == ["100"]
+    assert keys(request.edges) == {(0, 0), (0, 1)}
+    assert keys(request.held_out) == {(0, 2), (0, 3)}
+    residual = request.apply(dataset)
+    assert keys(residual.valid) == {(1, 0)} and keys(residual.test) == {(2, 1)}
+    assert residual.origin_hash == dataset.hash            # still the shipped dataset, edited
+    assert keys(residual.train) == keys(dataset.train)     # training edges are the unlearner's to remove
+    loaded = Request.load(request.save(tmp_path / "user.json"), dataset)
+    assert keys(loaded.edges) == keys(request.edges) and keys(loaded.held_out) == keys(request.held_out)
+    item = subject_request(dataset, items=["a"])
+    assert (item.kind, keys(item.edges), keys(item.held_out)) == ("item", {(0, 0)}, {(1, 0)})
+    both = subject_request(dataset, users=[101], items=["d"])
+    assert (both.kind, keys(both.edges), keys(both.held_out)) == ("edges", {(1, 2), (2, 3)}, {(1, 0), (0, 3)})
+
+
+def test_subject_request_errors_name_the_problem():
+    dataset = tiny([(0, 0), (1, 2)], valid=[(2, 1)])
+    with pytest.raises(DataError, match="unknown user 999"):
+        subject_request(dataset, users=[999])
+    with pytest.raises(DataError, match="no training interactions left"):
+        subject_request(dataset, users=[102])             # only a validation pair
+    with pytest.raises(DataError, match="at least one user or item"):
+        subject_request(dataset)
+
+
+def test_held_out_pairs_that_are_training_pairs_are_refused(tmp_path):
+    dataset = tiny([(0, 0), (0, 1)], valid=[(1, 0)])
+    path = subject_request(dataset, users=[101, 100]).save(tmp_path / "r.json")
+    record = json.loads(path.read_text())
+    record["held_out"] = {"user": [100], "item": ["a"], "user_index": [0], "item_index": [0]}
+    path.write_text(json.dumps(record))
+    with pytest.raises(DataError, match="held_out: 1 held-out pairs are training interactions"):
+        Request.load(path, dataset)
+
+
+def test_split_keeps_each_users_held_out_pairs_with_that_user():
+    dataset = tiny([(0, 0), (1, 1), (2, 2)], valid=[(0, 3), (1, 3)], test=[(2, 3)])
+    parts = subject_request(dataset, users=[100, 101, 102]).split(3, seed=0)
+    for part in parts:
+        assert set(part.held_out.users.tolist()) == set(part.edges.users.tolist())

@@ -1,6 +1,8 @@
 """Unlearning requests: seeded generators for each request type, and the request file any method can consume.
 
-A request is a set of training edges to forget. Its file holds the metadata (kind, parameters, seed, the
+A request is a set of training edges to forget, plus (for the erasure of a whole user or item, or of pairs
+given by a person) the held-out interactions of the same subject: those leave the validation and test
+splits, so nothing about the subject is evaluated or masked afterwards. Its file holds the metadata (kind, parameters, seed, the
 hash of the data it was made for) and the edges both as original ids and as indices, so that it can be
 checked against the dataset it is applied to and read by tools that know only the original ids.
 """
@@ -50,6 +52,7 @@ class Request:
     origin_hash: str = ""
     user_ids: IdMap | None = field(default=None, repr=False)
     item_ids: IdMap | None = field(default=None, repr=False)
+    held_out: Interactions | None = field(default=None, repr=False)   # valid/test pairs of the same subjects
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -59,11 +62,24 @@ class Request:
 
     @classmethod
     def create(cls, dataset: Dataset, kind: str, params: dict[str, Any], seed: int | None,
-               edges: Interactions) -> "Request":
+               edges: Interactions, held_out: Interactions | None = None) -> "Request":
         """A request for `dataset` (its name, hashes and id maps) over the given index pairs."""
         seed = None if seed is None else int(seed)  # numpy integers are not JSON
         return cls(kind, dict(params), seed, dataset.name, dataset.hash, edges, dataset.origin_hash,
-                   dataset.user_ids, dataset.item_ids)
+                   dataset.user_ids, dataset.item_ids, held_out if held_out is not None and len(held_out) else None)
+
+    def apply(self, dataset: Dataset) -> Dataset:
+        """`dataset` without the request's held-out pairs (the training edges are the unlearner's to remove)."""
+        if self.held_out is None:
+            return dataset
+        return dataset.with_held_out(dataset.valid.subtract(self.held_out), dataset.test.subtract(self.held_out))
+
+    def held_out_counts(self, dataset: Dataset) -> dict[str, int]:
+        """How many of the held-out pairs are in `dataset`'s validation and test splits."""
+        if self.held_out is None:
+            return {"valid": 0, "test": 0}
+        return {name: int(split.contains(self.held_out.users, self.held_out.items).sum())
+                for name, split in (("valid", dataset.valid), ("test", dataset.test))}
 
     def __len__(self) -> int:
         return len(self.edges)
@@ -97,7 +113,17 @@ class Request:
         part_of_group[order] = np.arange(groups.size) * n // groups.size
         part = part_of_group[group_of_edge]
         return [replace(self, params={**self.params, "part": k, "parts": n, "split_seed": split_seed},
-                        edges=self.edges.select(part == k)) for k in range(n)]
+                        edges=self.edges.select(part == k), held_out=self._held_out_part(units, part, k))
+                for k in range(n)]
+
+    def _held_out_part(self, units: np.ndarray, part: np.ndarray, k: int) -> Interactions | None:
+        """The held-out pairs of part k: by user or item for subject requests, else all with the first part."""
+        if self.held_out is None:
+            return None
+        if self.kind not in ("user", "item"):
+            return self.held_out if k == 0 else None
+        held_units = self.held_out.users if self.kind == "user" else self.held_out.items
+        return self.held_out.select(np.isin(held_units, units[part == k]))
 
     # ------------------------------------------------------------------------------------------- files
 
@@ -117,7 +143,12 @@ class Request:
                 "origin_hash": self.origin_hash, "size": len(self),
                 "edges": {"user": self.user_ids.label(self.edges.users).tolist(),
                           "item": self.item_ids.label(self.edges.items).tolist(),
-                          "user_index": self.edges.users.tolist(), "item_index": self.edges.items.tolist()}}
+                          "user_index": self.edges.users.tolist(), "item_index": self.edges.items.tolist()},
+                **({} if self.held_out is None else {"held_out": self._columns(self.held_out)})}
+
+    def _columns(self, pairs: Interactions) -> dict[str, list]:
+        return {"user": self.user_ids.label(pairs.users).tolist(), "item": self.item_ids.label(pairs.items).tolist(),
+                "user_index": pairs.users.tolist(), "item_index": pairs.items.tolist()}
 
     @classmethod
     def load(cls, path: str | Path, dataset: Dataset, *, on_duplicate: str = "error") -> "Request":
@@ -141,11 +172,13 @@ class Request:
                    on_duplicate: str = "error") -> "Request":
         """A user-supplied request (kind "edges") from (user, item) pairs in original ids.
 
-        Every id must be known to `dataset` and every pair must be one of its current training interactions.
+        Every id must be known to `dataset` and every pair one of its interactions: training pairs are
+        forgotten, validation and test pairs leave those splits (a person's whole history spans all three).
         """
         users, items = _unzip_pairs(list(pairs), source)
-        edges = _edges_from_ids(dataset, users, items, source, on_duplicate)
-        return cls.create(dataset, "edges", {"source": source}, None, edges)
+        edges = _edges_from_ids(dataset, users, items, source, on_duplicate, held_out_allowed=True)
+        held_out = edges.subtract(dataset.train)
+        return cls.create(dataset, "edges", {"source": source}, None, edges.subtract(held_out), held_out)
 
     @classmethod
     def _from_record(cls, data: dict[str, Any], dataset: Dataset, source: str) -> "Request":
@@ -163,8 +196,13 @@ class Request:
         edges = _edges_from_ids(dataset, columns["user"], columns["item"], source, "error",
                                 hint=_ADVERSARIAL_HINT if fields["kind"] == "adversarial" else "")
         _check_indices(edges, columns["user_index"], columns["item_index"], source)
+        held_out = None
+        if data.get("held_out"):
+            held = _require(data["held_out"], ("user", "item", "user_index", "item_index"), f"{source}: held_out")
+            held_out = _held_out_from_ids(dataset, held["user"], held["item"], f"{source}: held_out")
+            _check_indices(held_out, held["user_index"], held["item_index"], f"{source}: held_out")
         return cls(fields["kind"], fields["params"], fields["seed"], fields["dataset"], fields["data_hash"], edges,
-                   origin_hash, dataset.user_ids, dataset.item_ids)
+                   origin_hash, dataset.user_ids, dataset.item_ids, held_out)
 
 
 _ADVERSARIAL_HINT = ("; an adversarial request deletes injected edges: load it against the poisoned dataset, "
@@ -230,8 +268,9 @@ def _unzip_pairs(pairs: list, source: str) -> tuple[list, list]:
 
 
 def _edges_from_ids(dataset: Dataset, users: list, items: list, source: str, on_duplicate: str,
-                    hint: str = "") -> Interactions:
-    """Original ids -> index pairs of `dataset`, each a known id and a training interaction, without repeats."""
+                    hint: str = "", held_out_allowed: bool = False) -> Interactions:
+    """Original ids -> index pairs of `dataset`, each a known id and a training interaction (or, when
+    `held_out_allowed`, a validation or test one), without repeats."""
     if not users:
         raise DataError(f"{source}: no (user, item) pairs: a request needs at least one edge")
     try:
@@ -241,8 +280,36 @@ def _edges_from_ids(dataset: Dataset, users: list, items: list, source: str, on_
         raise DataError(f"{source}: {err}") from None
     _check_duplicates(user_index, item_index, dataset, source, on_duplicate)
     edges = Interactions.from_arrays(user_index, item_index, dataset.n_users, dataset.n_items, on_duplicate="drop")
-    _check_training(edges, dataset, source, hint)
+    if held_out_allowed:
+        _check_known(edges, dataset, source)
+    else:
+        _check_training(edges, dataset, source, hint)
     return edges
+
+
+def _held_out_from_ids(dataset: Dataset, users: list, items: list, source: str) -> Interactions:
+    pairs = _edges_from_ids(dataset, users, items, source, "error", held_out_allowed=True)
+    in_train = dataset.train.contains(pairs.users, pairs.items)
+    if in_train.any():
+        raise DataError(f"{source}: {int(in_train.sum())} held-out pairs are training interactions; a request "
+                        "file lists those under `edges`")
+    return pairs
+
+
+def _check_known(pairs: Interactions, dataset: Dataset, source: str) -> None:
+    """Every pair is an interaction of some split now (a pair deleted earlier, or never seen, is an error)."""
+    known = np.zeros(len(pairs), dtype=bool)
+    for split in (dataset.train, dataset.valid, dataset.test):
+        known |= split.contains(pairs.users, pairs.items)
+    if known.all():
+        return
+    k = int(np.flatnonzero(~known)[0])
+    erased = dataset.original_train is not None and dataset.original_train.contains([pairs.users[k]],
+                                                                                     [pairs.items[k]])[0]
+    why = "it was erased earlier" if erased else "it is not an interaction of this dataset"
+    raise DataError(f"{source}: pair (user {_label(dataset.user_ids, pairs.users[k])}, item "
+                    f"{_label(dataset.item_ids, pairs.items[k])}) is in no split of {dataset.name!r} ({why}; "
+                    f"{int((~known).sum())} such pairs in all); list only current interactions")
 
 
 def _check_duplicates(users: np.ndarray, items: np.ndarray, dataset: Dataset, source: str, on_duplicate: str) -> None:
@@ -288,6 +355,31 @@ def _label(ids: IdMap, index: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------- generators
+
+def subject_request(dataset: Dataset, users: Iterable = (), items: Iterable = ()) -> Request:
+    """The erasure of whole users and/or items (original ids): all their training interactions are forgotten
+    and their validation and test interactions leave those splits."""
+    users, items = list(users), list(items)
+    if not users and not items:
+        raise DataError("name at least one user or item to erase")
+    try:
+        user_index = dataset.user_ids.index(users, "user") if users else np.empty(0, dtype=np.int64)
+        item_index = dataset.item_ids.index(items, "item") if items else np.empty(0, dtype=np.int64)
+    except DataError as err:
+        raise DataError(f"{err}; `recunlearn recommend` and the data files show the ids") from None
+
+    def of_subjects(split: Interactions) -> Interactions:
+        return split.select(np.isin(split.users, user_index) | np.isin(split.items, item_index))
+
+    edges = of_subjects(dataset.train)
+    held_out = of_subjects(dataset.valid).union(of_subjects(dataset.test))
+    if len(edges) == 0:
+        raise DataError(f"the named {'users' if users else 'items'} have no training interactions left in "
+                        f"{dataset.name!r} (erased already?): nothing to forget")
+    kind = "user" if not items else "item" if not users else "edges"
+    params = {"users": [str(u) for u in users], "items": [str(i) for i in items]}
+    return Request.create(dataset, kind, params, None, edges, held_out)
+
 
 def random_request(dataset: Dataset, rho: float, seed: int) -> Request:
     """A uniformly sampled fraction `rho` of the training interactions (at least one)."""

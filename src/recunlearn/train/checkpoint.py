@@ -1,14 +1,21 @@
 """Self-describing checkpoints: a folder with config.json (run config, data hashes, metrics),
 weights.pt (state dict, loadable with torch.load(weights_only=True)) and optional extra tensors.
 
-Writes go to a temporary sibling folder that is renamed into place, so a crash never leaves a
-half-written checkpoint.
+Writes go through `storage.atomic_folder`: a crash never leaves a half-written checkpoint at the path.
+
+An unlearned checkpoint holds no erased interaction and nothing from which the model before the deletion
+can be restored. Its config records its lineage as hashes (of the erased set, of the root model's weights)
+and where its root checkpoint is; the root (the model that was trained, which knew everything anyway) keeps
+the erasure record in its private working store (`ROOT/erasures/`), and loading the unlearned checkpoint
+rebuilds its data from the root. `export` writes the shippable form: weights, config and hashes only.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
-import tempfile
+import pickle
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +25,13 @@ from .. import __version__
 from ..data.interactions import Dataset, Interactions
 from ..models.base import Recommender
 from ..models.registry import build_model
+from ..storage import atomic_file, atomic_folder, recover_unlocked
 from .config import RunConfig
 from .inputs import load_data
 
 CONFIG_FILE, WEIGHTS_FILE, EDITS_FILE = "config.json", "weights.pt", "train_edits.npz"
+ERASURES_DIR = "erasures"          # in a root checkpoint: the erasure record of each checkpoint derived from it
+SPLITS = ("train", "valid", "test")
 
 
 class CheckpointError(ValueError):
@@ -30,86 +40,211 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, model: Recommender, run: RunConfig, dataset: Dataset,
                     metrics: dict | None = None, extra: dict | None = None,
-                    tensors: dict[str, dict] | None = None) -> Path:
+                    tensors: dict[str, dict] | None = None, lineage: dict | None = None) -> Path:
     """Write the checkpoint atomically. `tensors` maps file stem -> state dict (e.g. trainer state).
 
-    When `dataset.train` was edited (a deletion, injected edges), the added and removed pairs are stored
-    so that loading rebuilds exactly the training set the model saw.
+    With `lineage` (from `record_erasure`), the checkpoint is derived from a root checkpoint by erasure: it
+    stores the lineage, never the erased pairs. Without it, an edited training set (injected edges; the
+    private model cache's retrains) is stored as its added and removed pairs, so that loading rebuilds it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_folder(path, fault_prefix="checkpoint") as tmp:
         meta = {
             "recunlearn": __version__,
             "run": run.model_dump(mode="json"),
             "dataset": dataset.name,
             "data_hash": dataset.origin_hash,
+            "dataset_hash": dataset.hash,
             "train_hash": dataset.train.hash,
             "n_users": dataset.n_users,
             "n_items": dataset.n_items,
             "metrics": metrics or {},
             **(extra or {}),
         }
+        if lineage is not None:
+            meta["lineage"] = lineage
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
         for stem, state in (tensors or {}).items():
             torch.save(state, tmp / f"{stem}.pt")
         added, removed = dataset.train_edits()
-        if len(added) or len(removed):
+        if lineage is None and (len(added) or len(removed)):
             np.savez(tmp / EDITS_FILE, added_users=added.users, added_items=added.items,
                      removed_users=removed.users, removed_items=removed.items)
-        if path.exists():
-            backup = path.with_name(f".{path.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            path.rename(backup)
-            tmp.rename(path)
-            shutil.rmtree(backup)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
+
+
+# --- lineage of unlearned checkpoints ----------------------------------------------------------------
+
+def weights_digest(model: Recommender) -> str:
+    """SHA-256 of a model's parameters (names, shapes and bytes): identifies a model without holding it."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def erased_digest(erased: dict[str, Interactions]) -> str:
+    """SHA-256 of an erased set, split by split."""
+    return hashlib.sha256("/".join(f"{split}:{erased[split].hash}" for split in SPLITS).encode()).hexdigest()
+
+
+def root_of(path: str | Path) -> Path:
+    """The root checkpoint of `path` (itself unless it was derived by erasure)."""
+    path = Path(path)
+    lineage = read_meta(path).get("lineage")
+    return path if lineage is None else _resolve_root(path, lineage)
+
+
+def record_erasure(root: str | Path, root_data: Dataset, derived: Dataset, *, parent: str | Path,
+                   method: str, root_model: Recommender) -> dict:
+    """Store, in the root's working store, what `derived` no longer holds of `root_data`; returns the lineage
+    to put in the derived checkpoint (hashes and counts, no pairs)."""
+    root = Path(root)
+    erased = {split: getattr(root_data, split).subtract(getattr(derived, split)) for split in SPLITS}
+    with atomic_file(root / ERASURES_DIR / f"{derived.hash}.npz") as tmp:
+        np.savez(tmp, **{f"{split}_{axis}": getattr(erased[split], axis) for split in SPLITS
+                         for axis in ("users", "items")})
+    return {"root": str(root.resolve()), "parent": str(Path(parent).resolve()), "method": method,
+            "root_weights_sha256": weights_digest(root_model), "root_dataset_hash": root_data.hash,
+            "erased_sha256": erased_digest(erased), "erased": {split: len(erased[split]) for split in SPLITS}}
+
+
+def _resolve_root(path: Path, lineage: dict) -> Path:
+    root = Path(lineage["root"])
+    if not (root / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{path} was unlearned from {root}, whose working store records what it erased, "
+                              f"but {root} is missing: put it back there, or use `recunlearn export {path}` "
+                              "output for serving (weights only)")
+    return root
+
+
+def _derived_dataset(path: Path, meta: dict) -> Dataset:
+    lineage = meta["lineage"]
+    root = _resolve_root(path, lineage)
+    _, _, root_data, _ = load_checkpoint(root)
+    if root_data.hash != lineage["root_dataset_hash"]:
+        raise CheckpointError(f"{path}: its root {root} now holds other data ({root_data.hash}, expected "
+                              f"{lineage['root_dataset_hash']}): it was retrained or replaced after the erasure")
+    record = root / ERASURES_DIR / f"{meta['dataset_hash']}.npz"
+    if not record.is_file():
+        raise CheckpointError(f"{path}: the erasure record {record} is missing from its root's working store")
+    with np.load(record) as z:
+        erased = {split: Interactions.from_arrays(z[f"{split}_users"], z[f"{split}_items"], root_data.n_users,
+                                                  root_data.n_items) for split in SPLITS}
+    if erased_digest(erased) != lineage["erased_sha256"]:
+        raise CheckpointError(f"{path}: the erasure record {record} does not match the recorded hash")
+    data = root_data.with_train(root_data.train.subtract(erased["train"]))
+    return data.with_held_out(root_data.valid.subtract(erased["valid"]), root_data.test.subtract(erased["test"]))
+
+
+def export_checkpoint(path: str | Path, out: str | Path) -> Path:
+    """The shippable form of a checkpoint: its weights and a config with hashes, no data, no lineage paths."""
+    path, out = Path(path), Path(out)
+    meta = read_meta(path)
+    lineage = meta.get("lineage")
+    shipped = {key: meta[key] for key in ("recunlearn", "run", "dataset", "data_hash", "dataset_hash",
+                                          "train_hash", "n_users", "n_items", "metrics") if key in meta}
+    shipped["exported"] = True
+    if lineage is not None:
+        shipped["lineage"] = {key: lineage[key] for key in ("method", "root_weights_sha256", "root_dataset_hash",
+                                                             "erased_sha256", "erased")}
+    state = _load_weights(path)
+    with atomic_folder(out, fault_prefix="export") as tmp:
+        (tmp / CONFIG_FILE).write_text(json.dumps(shipped, indent=2))
+        torch.save(state, tmp / WEIGHTS_FILE)
+    return out
 
 
 def read_meta(path: str | Path) -> dict:
     path = Path(path)
+    for message in recover_unlocked(path):
+        print(message, file=sys.stderr)
     file = path / CONFIG_FILE
     if not file.is_file():
         raise CheckpointError(f"{path} is not a recunlearn checkpoint (no {CONFIG_FILE}); "
                               "create one with `recunlearn train --out DIR`")
-    return json.loads(file.read_text())
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{file}: unreadable ({err}); the checkpoint is damaged: write it again") from None
+    missing = [key for key in ("run", "data_hash", "train_hash") if key not in meta] if isinstance(meta, dict) \
+        else ["run"]
+    if missing:
+        raise CheckpointError(f"{file}: not a complete checkpoint config (no {', '.join(missing)}); "
+                              "write the checkpoint again with `recunlearn train --out DIR`")
+    return meta
 
 
 def load_tensors(path: str | Path, stem: str) -> dict | None:
     file = Path(path) / f"{stem}.pt"
-    return torch.load(file, weights_only=True) if file.is_file() else None
+    return _torch_load(file) if file.is_file() else None
+
+
+def _torch_load(file: Path):
+    """Plain tensors only (weights_only): damaged or code-carrying files give one clear error."""
+    try:
+        return torch.load(file, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{file}: refused to load: it holds more than plain tensors (it could run code "
+                              "when loaded); only files written by recunlearn are accepted") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{file}: unreadable weights ({reason}); the file is damaged or truncated: "
+                              "write the checkpoint again") from None
+
+
+def _load_weights(path: Path) -> dict:
+    file = path / WEIGHTS_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{path}: no {WEIGHTS_FILE}; the checkpoint is incomplete: write it again")
+    return _torch_load(file)
 
 
 def load_checkpoint(path: str | Path, dataset: Dataset | None = None) -> tuple[Recommender, RunConfig, Dataset, dict]:
     """Rebuild (model, run config, dataset with the checkpoint's training set, meta).
 
-    The dataset is loaded by name unless given; its content hash must match the checkpoint's, and a
-    checkpoint of an unlearned (or poisoned) model carries its training-set edits so that the training
-    set is rebuilt exactly.
+    The dataset is loaded as the run config names it unless given; its content hash must match the
+    checkpoint's. A poisoned model carries its training-set edits; an unlearned one rebuilds its data from
+    its root checkpoint's erasure record (the erased pairs are never in the unlearned checkpoint).
     """
+    from pydantic import ValidationError
+
     from ..data.graph import build_graph
 
     path = Path(path)
     meta = read_meta(path)
-    run = RunConfig.model_validate(meta["run"])
-    if dataset is None:
-        dataset = load_data(run.data)
-    if dataset.origin_hash != meta["data_hash"]:
-        raise CheckpointError(f"checkpoint {path} was trained on data {meta['data_hash']}, but the data "
-                              f"loaded now hashes to {dataset.origin_hash}: the files or the split seed changed")
-    dataset = apply_edits(path, dataset)
+    if meta.get("exported"):
+        raise CheckpointError(f"{path} is an exported model (weights and hashes only, no data): evaluate, "
+                              "audit or continue unlearning from the working checkpoint it was exported from")
+    try:
+        run = RunConfig.model_validate(meta["run"])
+    except ValidationError as err:
+        raise CheckpointError(f"{path / CONFIG_FILE}: invalid run section ({err.errors()[0]['msg']} at "
+                              f"{'.'.join(map(str, err.errors()[0]['loc']))})") from None
+    if dataset is None and "lineage" in meta:
+        dataset = _derived_dataset(path, meta)
+    else:
+        if dataset is None:
+            dataset = load_data(run.data)
+        if dataset.origin_hash != meta["data_hash"]:
+            raise CheckpointError(f"checkpoint {path} was trained on data {meta['data_hash']}, but the data "
+                                  f"loaded now hashes to {dataset.origin_hash}: the files or the split seed changed")
+        dataset = apply_edits(path, dataset)
     if dataset.train.hash != meta["train_hash"]:
         raise CheckpointError(f"checkpoint {path}: training set hash {dataset.train.hash} does not match "
                               f"the recorded {meta['train_hash']}")
+    if "dataset_hash" in meta and dataset.hash != meta["dataset_hash"]:
+        raise CheckpointError(f"checkpoint {path}: data hash {dataset.hash} does not match the recorded "
+                              f"{meta['dataset_hash']}")
     model = build_model(run.model, dataset.n_users, dataset.n_items)
-    model.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
+    try:
+        model.load_state_dict(_load_weights(path))
+    except RuntimeError as err:
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: the weights do not fit a {run.model.name} model of "
+                              f"{dataset.n_users} users x {dataset.n_items} items "
+                              f"({str(err).splitlines()[0]})") from None
     model.attach(build_graph(dataset.train))
     model.eval()
     return model, run, dataset, meta

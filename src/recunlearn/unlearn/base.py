@@ -206,3 +206,21 @@ class Unlearner(ABC):
 
     def _load_extra(self, path: Path, model: Recommender, dataset: Dataset) -> None:
         """Read what `_save_extra` wrote."""
+
+
+def forget_isolated_nodes(model: Recommender, before: Dataset, after: Dataset, seed: int) -> dict[str, int]:
+    """Users and items that had interactions in `before` and have none left in any split of `after` (a full
+    erasure of a person or an item) get their 0-layer rows drawn afresh, as a model trained without them
+    would hold: no row learned from their data survives the erasure, whatever the method left there."""
+    def degree(data: Dataset) -> np.ndarray:
+        splits = (data.train, data.valid, data.test)
+        return (sum(np.bincount(s.users, minlength=data.n_users) for s in splits),
+                sum(np.bincount(s.items, minlength=data.n_items) for s in splits))
+
+    (users_before, items_before), (users_after, items_after) = degree(before), degree(after)
+    users = np.flatnonzero((users_before > 0) & (users_after == 0))
+    items = np.flatnonzero((items_before > 0) & (items_after == 0))
+    if len(users) or len(items):
+        nodes = torch.from_numpy(np.concatenate([users, items + before.n_users]))
+        model.reinitialise(nodes, torch.Generator().manual_seed(seed))
+    return {"users": int(len(users)), "items": int(len(items))}
