@@ -398,3 +398,22 @@ def test_train_killed_before_its_rename_leaves_nothing_at_the_path(work, data_ro
                          env_extra={"RECUNLEARN_DATA": str(data_root)})
     assert result.returncode == 0, result.stderr
     assert not list(work.glob(".killed-train.*"))
+
+
+def test_a_missing_request_file_is_named_without_unrelated_advice(trained, work):
+    result = invoke("unlearn", "--checkpoint", trained, "--request", work / "no-such.json", "--out", work / "z")
+    line = assert_input_error(result, "no-such.json does not exist", "check the path")
+    assert "RECUNLEARN_DATA" not in line
+    assert not (work / "z").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="permissions do not bind root")
+def test_an_unwritable_out_folder_is_one_line(trained, work):
+    locked = work / "read-only"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = invoke("export", trained, "--out", locked / "model")
+        assert_input_error(result, "permission denied")
+    finally:
+        locked.chmod(0o700)

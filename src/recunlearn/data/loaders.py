@@ -65,8 +65,8 @@ def read_text(path: str | Path, encoding: str = "utf-8-sig") -> str:
 def _read_bytes(path: str | Path) -> bytes:
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path} does not exist: check the path, or set RECUNLEARN_DATA to the folder "
-                        "that holds the dataset folders")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DataError(f"{path} {what}: check the path")
     try:
         if path.name.endswith(".gz"):
             with gzip.open(path, "rb") as fh:
