@@ -212,3 +212,22 @@ def test_no_arguments_shows_the_commands():
     result = invoke()
     for command in ("datasets", "train", "evaluate", "recommend"):
         assert command in result.output
+
+
+def _command_paths(group, prefix=()):
+    import typer.main
+    click_group = typer.main.get_command(group) if not hasattr(group, "commands") else group
+    for name, command in click_group.commands.items():
+        yield (*prefix, name)
+        if hasattr(command, "commands"):
+            yield from _command_paths(command, (*prefix, name))
+
+
+def test_every_help_page_renders():
+    """Help texts are rich markup: a stray `[/...]` in one would crash that page."""
+    paths = list(_command_paths(app))
+    assert ("train",) in paths and ("bench", "run") in paths and ("request", "make") in paths
+    for path in paths:
+        result = invoke(*path, "--help")
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output

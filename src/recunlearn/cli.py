@@ -127,7 +127,7 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
                                                 "[default: ml-100k, or the config file's]"),
           data_path: Optional[Path] = typer.Option(None, "--data", help="your own interaction file (CSV, Parquet, "
                                                    "JSON, .inter, u.data, LightGCN text, ...) or a folder with "
-                                                   "train/test[/valid] files, instead of --dataset"),
+                                                   "train and test (and optionally valid) files, instead of --dataset"),
           model: Optional[str] = typer.Option(None, help="backbone: mf, lightgcn, sgl, simgcl "
                                               "[default: lightgcn, or the config file's]"),
           config: Optional[Path] = typer.Option(None, help="YAML run config"),
@@ -391,7 +391,9 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint: a train
     from .unlearn.base import forget_isolated_nodes
     from .unlearn.registry import unlearner_class
 
-    unlearner_class(method)   # an unknown method fails before any work
+    if not unlearner_class(method).has_model:   # (an unknown method fails here too, before any work)
+        fail(f"{method} answers through a scorer with no model state to write as a checkpoint; compare it "
+             "in the benchmark harness (`recunlearn bench run`)")
     if out.resolve() == checkpoint.resolve():
         fail("--out is the --checkpoint itself: write the unlearned model to a new folder")
     with exclusive(checkpoint, "unlearn"), writing(out, "unlearn", overwrite):
@@ -405,9 +407,6 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint: a train
         before_score = current.scorer.score_pairs(*pairs).mean().item()
         before = test_metrics(current.scorer, current.dataset, ks=[20])
         result = unlearner.unlearn(edges)
-        if result.model is None:
-            fail(f"{method} answers through a scorer with no model state to write as a checkpoint; compare it "
-                 "in the benchmark harness (`recunlearn bench run`)")
         residual = req.apply(result.dataset)
         root_model, _, root_data, _ = (model, run, data, None) if root == checkpoint else load_checkpoint(root)
         request_digest = hashlib.sha256(request.read_bytes()).hexdigest()

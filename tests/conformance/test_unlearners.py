@@ -68,6 +68,7 @@ def test_forgotten_edges_leave_the_residual_and_are_never_positives(name, traine
     for users, items in positives_drawn:
         assert not edges.contains(users, items).any(), f"{name} trained on a forgotten edge as a positive"
     assert result.kind == unlearner.kind
+    assert (result.model is not None) == unlearner.has_model   # the CLI decides before any work from has_model
     assert result.seconds["total"] > 0
     assert isinstance(result.scorer, Scorer)
     scores = all_scores(result.scorer)

@@ -62,6 +62,9 @@ class Unlearner(ABC):
     kind: ClassVar[Kind]
     config_class: ClassVar[type[StrictConfig]] = NoConfig
     needs_run: ClassVar[bool] = False     # the method trains the backbone: it needs the original run config
+    # Whether a result carries one model (an embedding state to write as a checkpoint); an ensemble or a
+    # serving-time filter answers through its scorer only.
+    has_model: ClassVar[bool] = True
     # Config fields read only when a request arrives: two configs that differ only here prepare identically,
     # so one prepared state serves both (e.g. zero-shot and fine-tuned UnlearnRec).
     request_time_fields: ClassVar[frozenset[str]] = frozenset()

@@ -39,6 +39,7 @@ class SuppressedScorer:
 class Suppress(Unlearner):
     name = "suppress"
     kind = "control"
+    has_model = False
 
     def _unlearn(self, edges: Interactions, residual: Dataset) -> UnlearnResult:
         forgotten = self.state.forgotten.union(edges)
