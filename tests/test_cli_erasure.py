@@ -417,3 +417,15 @@ def test_an_unwritable_out_folder_is_one_line(trained, work):
         assert_input_error(result, "permission denied")
     finally:
         locked.chmod(0o700)
+
+
+def test_request_make_never_replaces_a_file_silently(trained, work):
+    out = work / "kept.json"
+    out.write_text("mine")
+    assert_input_error(invoke("request", "make", "--checkpoint", trained, "--user", USER, "--out", out),
+                       "exists", "--overwrite")
+    assert out.read_text() == "mine"
+    ok(invoke("request", "make", "--checkpoint", trained, "--user", USER, "--out", out, "--overwrite"))
+    assert json.loads(out.read_text())["kind"] == "user"
+    assert_input_error(invoke("request", "make", "--checkpoint", trained, "--user", USER, "--out", work,
+                              "--overwrite"), "is a folder")

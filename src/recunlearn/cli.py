@@ -239,7 +239,8 @@ def request_make(spec: Optional[str] = typer.Option(None, help="draw a request: 
                                                           "folder, instead of --dataset"),
                  checkpoint: Optional[Path] = typer.Option(None, help="model whose data the request is for; "
                                                            "required for adversarial (the clean model)"),
-                 seed: int = typer.Option(0)):
+                 seed: int = typer.Option(0),
+                 overwrite: bool = typer.Option(False, help="replace --out if it exists")):
     """Name what to erase (--user, --item, --pairs) or draw a request (--spec) and save it. A user or item
     erasure takes the subject's interactions out of every split: training edges are unlearned, validation and
     test ones leave the data. Adversarial requests inject each user's / item's least-likely edge (as scored
@@ -250,6 +251,9 @@ def request_make(spec: Optional[str] = typer.Option(None, help="draw a request: 
     from .train.config import DataConfig
     from .train.inputs import load_data
 
+    if out.exists() and not (overwrite and out.is_file()):
+        fail(f"{out} exists; pass --overwrite to replace it, or choose another --out" if out.is_file() else
+             f"{out} is a folder; --out names the request file to write")
     chosen = [name for name, given in (("--spec", spec), ("--user/--item", user or item), ("--pairs", pairs))
               if given]
     if len(chosen) != 1:
