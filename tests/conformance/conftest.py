@@ -14,6 +14,8 @@ N_USERS, N_ITEMS = 50, 30
 # Settings that keep a method to seconds on the tiny graph; a method absent here runs with its defaults.
 FAST_SETTINGS: dict[str, dict] = {
     "finetune": {"epochs": 1},
+    "gradient-ascent": {"steps": 3},
+    "sisa": {"shards": 3},        # early stopping (the default) is fast here: shards of ~130 edges
     "unlearnrec": {"epochs": 2, "sim_every": 1, "batch_size": 128},
 }
 

@@ -15,8 +15,12 @@ from .base import Unlearner
 UNLEARNERS: dict[str, str] = {
     "retrain": "recunlearn.unlearn.retrain:Retrain",
     "finetune": "recunlearn.unlearn.finetune:FineTune",
+    "gradient-ascent": "recunlearn.unlearn.gradient_ascent:GradientAscent",
+    "sisa": "recunlearn.unlearn.sisa:Sisa",
     "suppress": "recunlearn.unlearn.suppress:Suppress",
     "unlearnrec": "recunlearn.unlearn.unlearnrec:UnlearnRec",
+    "influence": "recunlearn.unlearn.influence:Influence",
+    "scif": "recunlearn.unlearn.influence:SCIF",
 }
 
 
