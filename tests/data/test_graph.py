@@ -170,3 +170,22 @@ def test_dropped_view_keeps_symmetry_and_rescales_by_one_over_keep_prob(keep_pro
     assert not (kept & (full == 0)).any()                                        # never invents an edge
     np.testing.assert_allclose(view[kept], full[kept] / keep_prob, rtol=1e-6)  # rescaled by 1/p
     assert abs(kept.sum() / (full != 0).sum() - keep_prob) < 0.1               # ~600 edges
+
+
+def test_double_backward_through_spmm_matches_the_dense_product():
+    """Hessian-vector products (influence functions) differentiate the backward itself."""
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 6, 20), rng.integers(0, 5, 20)
+    keep = np.unique(users * 5 + items, return_index=True)[1]
+    adj = normalized_adjacency(users[keep], items[keep], 6, 5)
+    dense = adj.to_dense()
+    x = torch.randn(11, 3, dtype=adj.dtype, requires_grad=True)
+    v = torch.randn(11, 3, dtype=adj.dtype)
+
+    def hvp(product):
+        loss = (product(x) ** 3).sum()            # not quadratic: the Hessian depends on x
+        (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+        (result,) = torch.autograd.grad((grad * v).sum(), x)
+        return result
+
+    torch.testing.assert_close(hvp(lambda z: spmm(adj, spmm(adj, z))), hvp(lambda z: dense @ (dense @ z)))

@@ -91,7 +91,8 @@ class _SymmetricSpMM(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, ctx.adj @ grad
+        # through spmm again: a double backward (Hessian-vector products) then also skips the transpose
+        return None, spmm(ctx.adj, grad)
 
 
 def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
