@@ -429,3 +429,30 @@ def test_request_make_never_replaces_a_file_silently(trained, work):
     assert json.loads(out.read_text())["kind"] == "user"
     assert_input_error(invoke("request", "make", "--checkpoint", trained, "--user", USER, "--out", work,
                               "--overwrite"), "is a folder")
+
+
+def test_a_permission_error_is_one_line_naming_the_path(trained, work, monkeypatch):
+    """(Also where tests run as root, whom permissions do not bind: the error is raised on purpose.)"""
+    from recunlearn import storage
+
+    target = work / "denied" / "model"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(target.parent))
+
+    monkeypatch.setattr(storage.Path, "mkdir", refuse)
+    line = assert_input_error(invoke("export", trained, "--out", target), "permission denied")
+    assert str(target.parent) in line
+
+
+def test_an_empty_state_file_is_one_line_not_aborted(trained, work):
+    copy = work / "empty-state"
+    shutil.copytree(trained, copy)
+    _, _, data, _ = load_checkpoint(trained)
+    (copy / "unlearners" / "unlearnrec" / data.hash / "forgotten.npz").write_bytes(b"")
+    request = work / "for-empty-state.json"
+    ok(invoke("request", "make", "--checkpoint", copy, "--spec", "random:0.01", "--out", request))
+    result = invoke("unlearn", "--checkpoint", copy, "--request", request, "--out", work / "never", "--quiet")
+    assert result.exit_code == 2 and "Aborted" not in result.output
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+    assert not (work / "never").exists()

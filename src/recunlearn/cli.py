@@ -42,6 +42,9 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except (ConfigError, DataError, CheckpointError, StorageError, FileNotFoundError, ValueError) as err:
             fail(str(err))
+        except EOFError:   # typer would print a bare "Aborted."
+            fail("a file ended too early (empty or truncated); the command's input files are damaged: write "
+                 "them again")
         except PermissionError as err:
             fail(f"{err.filename}: permission denied; check the folder's permissions or choose another path")
         except OSError as err:
