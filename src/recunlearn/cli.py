@@ -526,6 +526,10 @@ from .bench.cli import bench_app  # noqa: E402  (the harness's subcommands: benc
 
 app.add_typer(bench_app, name="bench")
 
+from .service.cli import service_app  # noqa: E402  (recunlearn service token create/list/revoke)
+
+app.add_typer(service_app, name="service")
+
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
