@@ -1,7 +1,6 @@
 """The `recunlearn` command: datasets, train, evaluate, recommend (and the unlearning subcommands)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ def guarded(fn):
     import functools
 
     from .data.interactions import DataError
+    from .erasure import ErasureError
     from .storage import StorageError
     from .train.checkpoint import CheckpointError
 
@@ -40,7 +40,8 @@ def guarded(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, CheckpointError, StorageError, FileNotFoundError, ValueError) as err:
+        except (ConfigError, DataError, CheckpointError, ErasureError, StorageError, FileNotFoundError,
+                ValueError) as err:
             fail(str(err))
         except EOFError:   # typer would print a bare "Aborted."
             fail("a file ended too early (empty or truncated); the command's input files are damaged: write "
@@ -67,28 +68,14 @@ def emit_json(record: dict) -> None:
     print(json.dumps(record, default=str))
 
 
-@contextlib.contextmanager
+def note(message: str) -> None:
+    err_console.print(f"note: {message}", soft_wrap=True, markup=False)
+
+
 def writing(out: Path, action: str, overwrite: bool = False, replace_ok: bool = False):
-    """Hold the lock on `out` while it is written; first finish or clean up an interrupted earlier write of
-    it (with a note), then refuse an existing `out` unless replacing it is allowed."""
-    from .storage import exclusive, recover
-
-    with exclusive(out, action):
-        for message in recover(out):
-            err_console.print(f"note: {message}", soft_wrap=True, markup=False)
-        if not replace_ok:
-            refuse_existing(out, overwrite)
-        yield
-
-
-def refuse_existing(out: Path, overwrite: bool) -> None:
-    """An existing --out is replaced only on request, and never when it is not a checkpoint of ours."""
-    if not out.exists() or out.is_dir() and not any(out.iterdir()) or overwrite and (out / "config.json").is_file():
-        return
-    if overwrite:
-        fail(f"{out} exists and is not a recunlearn checkpoint; it is not replaced even with --overwrite: "
-             "choose another --out")
-    fail(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+    """The lock on `out`, recovery of interrupted writes (with a note) and the refusal of an existing `out`."""
+    from .erasure import writing as locked_output
+    return locked_output(out, action, overwrite, replace_ok, notes=note)
 
 
 def print_table(rows: list[dict], title: str | None = None) -> None:
@@ -288,15 +275,6 @@ def request_make(spec: Optional[str] = typer.Option(None, help="draw a request: 
 
 
 METHOD_HELP = "unlearning method (see `recunlearn methods`)"
-UNLEARNERS_DIR = "unlearners"
-
-
-def method_state_dir(root: Path, method: str, data_hash: str) -> Path:
-    """Where a method's working state for the model of `data_hash` lives: in the private working store of
-    the root checkpoint it descends from (never in a checkpoint that is shipped)."""
-    return root / UNLEARNERS_DIR / method / data_hash
-
-
 @app.command()
 def methods():
     """The registered unlearning methods, their kind and their settings."""
@@ -317,6 +295,7 @@ def prepare(checkpoint: Path = typer.Option(..., help="trained model checkpoint"
             quiet: bool = typer.Option(False)):
     """One-off preparation before any request (UnlearnRec pre-trains its influence encoder), timed and saved
     in the checkpoint's private working store (CHECKPOINT/unlearners/METHOD/), bound to that model and data."""
+    from .erasure import method_state_dir
     from .storage import atomic_folder, exclusive, recover
     from .train.checkpoint import load_checkpoint, read_meta
     from .unlearn.registry import build_unlearner
@@ -332,43 +311,10 @@ def prepare(checkpoint: Path = typer.Option(..., help="trained model checkpoint"
         unlearner.prepare(model, data)
         state = method_state_dir(checkpoint, method, data.hash)
         for message in recover(state):
-            err_console.print(f"note: {message}", soft_wrap=True, markup=False)
+            note(message)
         with atomic_folder(state, fault_prefix="prepare") as tmp:
             unlearner.save(tmp)
     console.print(f"{method} prepared in {unlearner.prepare_seconds:.1f}s; saved to {state}")
-
-
-def continue_unlearner(method: str, checkpoint: Path, root: Path, data, settings: list[str], run, quiet: bool):
-    """The method's state for the model at `checkpoint` (its data `data`), ready for the next request: loaded
-    from the root's working store, or built and prepared here for methods without a one-off preparation."""
-    from .config import load_config
-    from .train.checkpoint import load_checkpoint
-    from .unlearn.registry import build_unlearner, unlearner_class
-
-    from .storage import recover
-
-    cls = unlearner_class(method)
-    state = method_state_dir(root, method, data.hash)
-    for message in recover(state):   # e.g. a re-`prepare` killed between its two renames
-        err_console.print(f"note: {message}", soft_wrap=True, markup=False)
-    if (state / "unlearner.json").is_file():
-        root_model, _, root_data, _ = load_checkpoint(root)
-        unlearner = cls.load(state, root_model, root_data.with_held_out(data.valid, data.test), run=run,
-                             progress=not quiet)
-        if unlearner.state.dataset.hash != data.hash:
-            fail(f"the {method} state in {state} does not continue {checkpoint} (its data differs); prepare "
-                 f"{root} again")
-        if settings:
-            unlearner.config = load_config(cls.config_class, None, settings, base=unlearner.config.model_dump())
-        return unlearner
-    if cls.has_preparation():
-        if checkpoint == root:
-            fail(f"{method} has not been prepared for {checkpoint}: run `recunlearn prepare --method {method} "
-                 f"--checkpoint {checkpoint}` first")
-        fail(f"no {method} state continues {checkpoint} (it was made by another method, or its state was "
-             f"removed): unlearn with {method} from {root}, prepared with `recunlearn prepare`")
-    model, _, _, _ = load_checkpoint(checkpoint)
-    return build_unlearner(method, settings, run=run, progress=not quiet).prepare(model, data)
 
 
 @app.command()
@@ -389,64 +335,28 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint: a train
     trained model it descends from. Requests compose: forget the next one with `--checkpoint OUT`."""
     import hashlib
 
-    import torch
-
     from .data.requests import Request
-    from .storage import atomic_folder, exclusive, fault_point, recover
-    from .train.checkpoint import load_checkpoint, record_erasure, root_of, save_checkpoint
-    from .train.runs import test_metrics
-    from .unlearn.base import forget_isolated_nodes
-    from .unlearn.registry import unlearner_class
+    from .erasure import apply_request
 
-    if not unlearner_class(method).has_model:   # (an unknown method fails here too, before any work)
-        fail(f"{method} answers through a scorer with no model state to write as a checkpoint; compare it "
-             "in the benchmark harness (`recunlearn bench run`)")
-    if out.resolve() == checkpoint.resolve():
-        fail("--out is the --checkpoint itself: write the unlearned model to a new folder")
-    with exclusive(checkpoint, "unlearn"), writing(out, "unlearn", overwrite):
-        model, run, data, _ = load_checkpoint(checkpoint)
-        req = Request.load(request, data)
-        root = root_of(checkpoint)
-        unlearner = continue_unlearner(method, checkpoint, root, data, set_, run, quiet)
-        edges = req.edges
-        pairs = (torch.from_numpy(edges.users), torch.from_numpy(edges.items))
-        current = unlearner.state
-        before_score = current.scorer.score_pairs(*pairs).mean().item()
-        before = test_metrics(current.scorer, current.dataset, ks=[20])
-        result = unlearner.unlearn(edges)
-        residual = req.apply(result.dataset)
-        root_model, _, root_data, _ = (model, run, data, None) if root == checkpoint else load_checkpoint(root)
-        request_digest = hashlib.sha256(request.read_bytes()).hexdigest()
-        # relative to the root: a subject erased by an earlier request stays re-drawn in every descendant
-        reset = forget_isolated_nodes(result.model, root_data, residual, seed=int(request_digest[:8], 16))
-        after = test_metrics(result.scorer, residual, ks=[20])
-        after_score = result.scorer.score_pairs(*pairs).mean().item()
-        lineage = record_erasure(root, root_data, residual, parent=checkpoint, method=method, root_model=root_model)
-        fault_point("unlearn:after-erasure-record")
-        if unlearner.has_preparation():
-            unlearner.state.dataset = residual      # the next request continues from exactly this data
-            state = method_state_dir(root, method, residual.hash)
-            recover(state)     # a dead writer's leftovers of this very state
-            with atomic_folder(state, fault_prefix="state") as tmp:
-                unlearner.save(tmp)
-        fault_point("unlearn:after-state")
-        held_out = req.held_out_counts(data)
-        summary = {"method": method, "edges": len(edges), "held_out": held_out, "seconds": result.seconds,
-                   "request_sha256": request_digest, "request_kind": req.kind, "reinitialised": reset}
-        save_checkpoint(out, result.model, run, residual, metrics={"test": after}, extra={"unlearned": summary},
-                        lineage=lineage)
-    record = {"checkpoint": str(out), "from": str(checkpoint), **summary,
-              "before": {"request_score_mean": before_score, **before, "train_edges": len(current.dataset.train)},
-              "after": {"request_score_mean": after_score, **after, "train_edges": len(residual.train)}}
+    if not request.is_file():   # before any lock or load
+        fail(f"{request} does not exist: check the path" if not request.exists() else f"{request} is not a file")
+    digest = hashlib.sha256(request.read_bytes()).hexdigest()
+    outcome = apply_request(checkpoint, lambda data: Request.load(request, data), digest, out, method=method,
+                            settings=set_, overwrite=overwrite, progress=not quiet, notes=note)
+    before, after, held_out = outcome.before, outcome.after, outcome.held_out
+    record = {"checkpoint": str(out), "from": str(checkpoint), "method": method, "edges": outcome.edges,
+              "held_out": held_out, "seconds": outcome.seconds, "request_sha256": digest,
+              "reinitialised": outcome.reinitialised, "before": before, "after": after}
     if as_json:
         emit_json(record)
         return
-    print_table([{"": "request-edge mean score", "before": before_score, "after": after_score},
+    print_table([{"": "request-edge mean score", "before": before["request_score_mean"],
+                  "after": after["request_score_mean"]},
                  {"": "test Recall@20", "before": before["Recall@20"], "after": after["Recall@20"]},
                  {"": "test NDCG@20", "before": before["NDCG@20"], "after": after["NDCG@20"]},
-                 {"": "training edges", "before": len(current.dataset.train), "after": len(residual.train)}],
-                title=f"{method} forgot {len(edges)} edges in {result.seconds['total']:.2f}s "
-                      f"({', '.join(f'{k} {v:.2f}s' for k, v in result.seconds.items() if k != 'total')})")
+                 {"": "training edges", "before": before["train_edges"], "after": after["train_edges"]}],
+                title=f"{method} forgot {outcome.edges} edges in {outcome.seconds['total']:.2f}s "
+                      f"({', '.join(f'{k} {v:.2f}s' for k, v in outcome.seconds.items() if k != 'total')})")
     if held_out["valid"] or held_out["test"]:
         console.print(f"removed {held_out['valid']} validation and {held_out['test']} test interactions of the "
                       "erased subjects")

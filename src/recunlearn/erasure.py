@@ -1,0 +1,154 @@
+"""Applying one erasure request to a checkpoint, the way the CLI's `unlearn` and the service's worker do it.
+
+Steps, each safe to interrupt (the tests kill a real process at every fault point):
+1. lock the checkpoint being continued and the output; finish or clean up interrupted earlier writes;
+2. continue the method from the checkpoint's state in the root's working store (or prepare it, for a method
+   without a one-off step) and unlearn the request's training edges; drop its held-out pairs from valid/test;
+3. re-draw the rows of users and items left with no interaction at all (`forget_isolated_nodes`);
+4. record what was erased in the root's working store, then the method's state for the new data, then the
+   new checkpoint, which holds lineage hashes only. The checkpoint is written last: when it exists, the
+   state that continues it exists too.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from .data.interactions import Dataset
+from .data.requests import Request
+from .storage import StorageError, atomic_folder, exclusive, fault_point, recover
+from .train.checkpoint import CONFIG_FILE, load_checkpoint, record_erasure, root_of, save_checkpoint
+from .train.config import RunConfig
+from .train.runs import test_metrics
+from .unlearn.base import Unlearner, forget_isolated_nodes
+from .unlearn.registry import build_unlearner, unlearner_class
+
+UNLEARNERS_DIR = "unlearners"
+Notes = Callable[[str], None]
+
+
+class ErasureError(ValueError):
+    """The request cannot be applied to this checkpoint with this method (and nothing was written)."""
+
+
+@dataclass
+class ErasureOutcome:
+    out: Path
+    method: str
+    edges: int
+    held_out: dict[str, int]
+    seconds: dict[str, float]
+    reinitialised: dict[str, int]
+    before: dict = field(default_factory=dict)    # request-edge mean score and test metrics before
+    after: dict = field(default_factory=dict)     # ... and after
+
+
+def method_state_dir(root: Path, method: str, data_hash: str) -> Path:
+    """Where a method's working state for the model of `data_hash` lives: in the private working store of
+    the root checkpoint it descends from (never in a checkpoint that is shipped)."""
+    return Path(root) / UNLEARNERS_DIR / method / data_hash
+
+
+def refuse_existing(out: Path, overwrite: bool) -> None:
+    """An existing `out` is replaced only on request, and never when it is not a checkpoint of ours."""
+    if not out.exists() or out.is_dir() and not any(out.iterdir()) or overwrite and (out / CONFIG_FILE).is_file():
+        return
+    if overwrite:
+        raise StorageError(f"{out} exists and is not a recunlearn checkpoint; it is not replaced even with "
+                           "--overwrite: choose another --out")
+    raise StorageError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+
+
+@contextlib.contextmanager
+def writing(out: Path, action: str, overwrite: bool = False, replace_ok: bool = False,
+            notes: Notes = lambda message: None) -> Iterator[None]:
+    """Hold the lock on `out` while it is written; first finish or clean up an interrupted earlier write of
+    it (each step reported to `notes`), then refuse an existing `out` unless replacing it is allowed."""
+    with exclusive(out, action):
+        for message in recover(out):
+            notes(message)
+        if not replace_ok:
+            refuse_existing(out, overwrite)
+        yield
+
+
+def continue_unlearner(method: str, checkpoint: Path, root: Path, data: Dataset, settings: list[str] | dict,
+                       run: RunConfig, progress: bool = False, notes: Notes = lambda message: None) -> Unlearner:
+    """The method's state for the model at `checkpoint` (its data `data`), ready for the next request: loaded
+    from the root's working store, or built and prepared here for methods without a one-off preparation."""
+    from .config import load_config
+
+    cls = unlearner_class(method)
+    state = method_state_dir(root, method, data.hash)
+    for message in recover(state):   # e.g. a re-`prepare` killed between its two renames
+        notes(message)
+    if (state / "unlearner.json").is_file():
+        root_model, _, root_data, _ = load_checkpoint(root)
+        unlearner = cls.load(state, root_model, root_data.with_held_out(data.valid, data.test), run=run,
+                             progress=progress)
+        if unlearner.state.dataset.hash != data.hash:
+            raise ErasureError(f"the {method} state in {state} does not continue {checkpoint} (its data differs); "
+                               f"prepare {root} again")
+        if settings:
+            unlearner.config = load_config(cls.config_class, None, settings, base=unlearner.config.model_dump())
+        return unlearner
+    if cls.has_preparation():
+        if checkpoint == root:
+            raise ErasureError(f"{method} has not been prepared for {checkpoint}: run `recunlearn prepare --method "
+                               f"{method} --checkpoint {checkpoint}` first")
+        raise ErasureError(f"no {method} state continues {checkpoint} (it was made by another method, or its state "
+                           f"was removed): unlearn with {method} from {root}, prepared with `recunlearn prepare`")
+    model, _, _, _ = load_checkpoint(checkpoint)
+    return build_unlearner(method, settings, run=run, progress=progress).prepare(model, data)
+
+
+def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], request_sha256: str, out: Path, *,
+                  method: str = "unlearnrec", settings: list[str] | dict | None = None, overwrite: bool = False,
+                  progress: bool = False, notes: Notes = lambda message: None) -> ErasureOutcome:
+    """Forget the request (read against the checkpoint's data by `load_request`) and write the unlearned
+    model to `out`. `request_sha256` identifies the request in the new checkpoint's record (never its pairs)."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    if not unlearner_class(method).has_model:   # (an unknown method fails here too, before any work)
+        raise ErasureError(f"{method} answers through a scorer with no model state to write as a checkpoint; "
+                           "compare it in the benchmark harness (`recunlearn bench run`)")
+    if out.resolve() == checkpoint.resolve():
+        raise ErasureError("the output is the checkpoint itself: write the unlearned model to a new folder")
+    with exclusive(checkpoint, "unlearn"), writing(out, "unlearn", overwrite, notes=notes):
+        model, run, data, _ = load_checkpoint(checkpoint)
+        request = load_request(data)
+        root = root_of(checkpoint)
+        unlearner = continue_unlearner(method, checkpoint, root, data, settings or [], run, progress, notes)
+        pairs = (torch.from_numpy(request.edges.users), torch.from_numpy(request.edges.items))
+        current = unlearner.state
+        before = {"request_score_mean": current.scorer.score_pairs(*pairs).mean().item(),
+                  **test_metrics(current.scorer, current.dataset, ks=[20]), "train_edges": len(current.dataset.train)}
+        result = unlearner.unlearn(request.edges)
+        residual = request.apply(result.dataset)
+        root_model, _, root_data, _ = (model, run, data, None) if root == checkpoint else load_checkpoint(root)
+        # relative to the root: a subject erased by an earlier request stays re-drawn in every descendant
+        reset = forget_isolated_nodes(result.model, root_data, residual, seed=int(request_sha256[:8], 16))
+        after = {"request_score_mean": result.scorer.score_pairs(*pairs).mean().item(),
+                 **test_metrics(result.scorer, residual, ks=[20]), "train_edges": len(residual.train)}
+        lineage = record_erasure(root, root_data, residual, parent=checkpoint, method=method, root_model=root_model)
+        fault_point("unlearn:after-erasure-record")
+        if unlearner.has_preparation():
+            unlearner.state.dataset = residual      # the next request continues from exactly this data
+            state = method_state_dir(root, method, residual.hash)
+            recover(state)     # a dead writer's leftovers of this very state
+            with atomic_folder(state, fault_prefix="state") as tmp:
+                unlearner.save(tmp)
+        fault_point("unlearn:after-state")
+        outcome = ErasureOutcome(out, method, len(request.edges), request.held_out_counts(data), result.seconds,
+                                 reset, before, after)
+        summary = {"method": method, "edges": outcome.edges, "held_out": outcome.held_out,
+                   "seconds": result.seconds, "request_sha256": request_sha256, "request_kind": request.kind,
+                   "reinitialised": reset}
+        save_checkpoint(out, result.model, run, residual, metrics={"test": {k: v for k, v in after.items()
+                                                                            if k not in ("request_score_mean",
+                                                                                         "train_edges")}},
+                        extra={"unlearned": summary}, lineage=lineage)
+    return outcome
