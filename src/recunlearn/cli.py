@@ -440,6 +440,10 @@ from .service.cli import service_app  # noqa: E402  (recunlearn service token cr
 
 app.add_typer(service_app, name="service")
 
+from .service.receipt_cli import receipt_app  # noqa: E402  (recunlearn receipt verify / public-key)
+
+app.add_typer(receipt_app, name="receipt")
+
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
