@@ -33,6 +33,14 @@ def isolated_model_cache(tmp_path_factory):
         yield path
 
 
+@pytest.fixture(scope="module")
+def isolated_locks(tmp_path_factory):
+    """Locks taken by a test module live in a fresh folder: no other run on the machine can hold them."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECUNLEARN_LOCKS", str(tmp_path_factory.mktemp("locks")))
+        yield
+
+
 @pytest.fixture
 def batch_spy(monkeypatch):
     """`batch_spy()` wraps `recunlearn.data.sampling.bpr_epoch`, through which every training loop draws its

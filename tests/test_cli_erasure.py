@@ -67,16 +67,7 @@ def tensors_in(path: Path) -> list[torch.Tensor]:
 
 # --------------------------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope="module", autouse=True)
-def model_cache(isolated_model_cache):
-    return isolated_model_cache
-
-
-@pytest.fixture(scope="module", autouse=True)
-def private_locks(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RECUNLEARN_LOCKS", str(tmp_path_factory.mktemp("locks")))
-        yield
+pytestmark = pytest.mark.usefixtures("isolated_model_cache", "isolated_locks")
 
 
 @pytest.fixture(scope="module")

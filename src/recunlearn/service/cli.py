@@ -1,4 +1,4 @@
-"""`recunlearn service ...`: the service's administration commands (API tokens for now). Mounted in the main
+"""`recunlearn service ...`: the service's administration commands (API tokens, the worker). Mounted in the main
 command by `app.add_typer(service_app, name="service")`. Imports the database libraries only when run."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-service_app = typer.Typer(help="The erasure service: API tokens (and, later, serve and worker).",
+service_app = typer.Typer(help="The erasure service: API tokens and the worker that applies erasures.",
                           no_args_is_help=True)
 token_app = typer.Typer(help="Bearer tokens of the service's API: create (shown once), list, revoke.",
                         no_args_is_help=True)
@@ -85,3 +85,11 @@ def token_revoke(token_id: str = typer.Argument(..., help="the token's id (as `t
     if not revoked:
         _input_error(ValueError(f"no live token {token_id!r} (see `recunlearn service token list`)"))
     typer.echo(f"token {token_id} revoked", err=True)
+
+
+@service_app.command("worker")
+def worker(config: Path = typer.Option(..., help="service settings file (YAML) with `checkpoint`"),
+           once: bool = typer.Option(False, help="apply every pending erasure, then exit")):
+    """Apply acknowledged erasures: micro-batches, published model versions, signed receipts."""
+    from .worker import worker_command
+    worker_command(config=config, once=once)

@@ -73,3 +73,18 @@ def publish_version(session: Session, *, parent: Optional[int], kind: str, path:
                         [{"version": version.version, "erasure_id": i} for i in sorted(included)])
     session.flush()
     return version
+
+
+def complete_on_version(session: Session, *, version: int, worker: str,
+                        applied: Mapping[uuid.UUID, ErasedEdges]) -> None:
+    """Complete `worker`'s claimed erasures that the published `version` already excludes (an earlier erasure
+    removed everything they name), and list them among that version's erasures: no new model is needed."""
+    rows = claimed_by_worker(session, worker, list(applied))
+    now = utcnow()
+    for row in rows:
+        edges = applied[row.id]
+        row.status, row.completed_at, row.claimed_by, row.model_version = "completed", now, None, version
+        row.erased_edges_count, row.erased_edges_sha256 = edges.count, edges.sha256
+    if rows:
+        session.execute(insert(model_version_erasures), [{"version": version, "erasure_id": r.id} for r in rows])
+    session.flush()
