@@ -47,6 +47,9 @@ class ServiceSettings(StrictConfig):
                                  "for local experiments only)")
     max_body_bytes: int = Field(MIB, ge=1024, description="largest request body accepted (413 above)")
     policy: Policy = Field(default_factory=Policy)
+    checkpoint: Optional[Path] = Field(None, description="the trained (and, for methods that need it, prepared) "
+                                       "checkpoint that is the first published version (the worker needs it)")
+    method_settings: list[str] = Field(default_factory=list, description="`key=value` settings of the unlearner")
     # Plugged in by code (serve, the worker, tests), never read from a file: see subjects.py.
     subject_resolver: SkipJsonSchema[Optional[SubjectResolver]] = Field(None, exclude=True)
 

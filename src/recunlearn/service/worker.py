@@ -40,11 +40,10 @@ SPLITS = ("train", "valid", "test")
 
 
 class WorkerSettings(ServiceSettings):
-    """The service's settings plus what only the worker reads: the model it starts from."""
+    """The service's settings (one file serves the API and the worker), with the starting model required."""
 
     checkpoint: Path = Field(..., description="the trained (and, for methods that need it, prepared) checkpoint "
                              "that is the first published version")
-    method_settings: list[str] = Field(default_factory=list, description="`key=value` settings of the unlearner")
 
 
 class UnresolvedSubject(ValueError):
