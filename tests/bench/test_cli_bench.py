@@ -2,7 +2,6 @@
 ml-100k end to end (the default dataset loader), resuming, and the report."""
 from __future__ import annotations
 
-import pytest
 from typer.testing import CliRunner
 
 from recunlearn.bench.results import read_rows

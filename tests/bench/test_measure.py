@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from recunlearn.bench.measure import break_even, timed_unlearn
-from recunlearn.data.interactions import Interactions
-from recunlearn.unlearn.base import UnlearnResult, Unlearner
+from recunlearn.unlearn.base import Unlearner
 from bench.tiny import tiny_dataset
 
 FIRST_QUERY_DELAY = 0.3

@@ -77,7 +77,7 @@ def test_a_forgetting_measure_that_suppress_passes_is_flagged_not_evidence(tiny_
     cells = {row[0]: dict(zip(TABLE_COLUMNS, row)) for row in table_rows(text, "tiny / lightgcn / random:0.05")}
     assert cells["suppress"]["MIA gap"] == f"0.001 ± 0.000 ({NOT_EVIDENCE})"
     assert NOT_EVIDENCE not in cells["finetune"]["MIA gap"]
-    assert f"suppress (parameters unchanged, forgotten pairs hidden at serving time) passes MIA gap" in text
+    assert "suppress (parameters unchanged, forgotten pairs hidden at serving time) passes MIA gap" in text
 
 
 def test_report_refuses_a_file_without_harness_lines(tmp_path):

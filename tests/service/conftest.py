@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from recunlearn.service.api import create_app
 from recunlearn.service.auth import SCOPES, create_token
@@ -95,3 +96,26 @@ def unchanged(ledger):
         yield
         assert snapshot(ledger) == before, "a refused request changed the ledger"
     return check
+
+
+# A small trained and prepared ml-100k model, as the worker and serve tests start from (seconds on a CPU).
+SMALL_TRAIN = ["--quiet", "--set", "train.epochs=2", "--set", "train.batch_size=8192", "--set", "train.lr=0.01"]
+SMALL_ENCODER = ["--quiet", "--set", "epochs=1", "--set", "batch_size=8192", "--set", "lr=0.05"]
+
+
+@pytest.fixture(scope="module")
+def trained(data_root, tmp_path_factory, isolated_model_cache, isolated_locks):
+    from recunlearn.cli import app as cli_app
+
+    out = tmp_path_factory.mktemp("service-model") / "model"
+    for args in (["train", "--dataset", "ml-100k", "--model", "lightgcn", *SMALL_TRAIN, "--out", out],
+                 ["prepare", "--checkpoint", out, *SMALL_ENCODER]):
+        result = CliRunner().invoke(cli_app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(trained):
+    from recunlearn.train.checkpoint import load_checkpoint
+    return load_checkpoint(trained)[2]

@@ -1,5 +1,6 @@
 """Property test of the whole API against its own OpenAPI schema (schemathesis): requests generated from
-the schema, valid and invalid, never get a 5xx, every answer matches the schema, and every 4xx leaves the
+the schema, valid and invalid, never get a 5xx (except the documented 503 of recommendations before any model
+is published: this app has none), every answer matches the schema, and every 4xx leaves the
 ledger as it was. (The app is built at import, on an in-memory ledger: schemathesis's fixture-based loader
 does not run under this pytest.)"""
 from __future__ import annotations
@@ -28,6 +29,10 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers=AUTH)
 def test_no_generated_request_gets_a_server_error(case, snapshot):
     before = snapshot(LEDGER)
     response = case.call(headers=AUTH)
+    if response.status_code == 503 and case.path == "/v1/recommendations/{user}":
+        # this app serves no model (no worker has published one): the one documented 5xx, with its reason
+        assert response.json()["detail"] == "no model version is published yet"
+        return
     assert response.status_code < 500, (case.as_curl_command(), response.text)
     case.validate_response(response)
     if 400 <= response.status_code < 500:

@@ -13,13 +13,10 @@ import sys
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from sqlalchemy import select
-from typer.testing import CliRunner
 
-from recunlearn.cli import app
 from recunlearn.service import publisher
 from recunlearn.service.intake import accept
 from recunlearn.service.ledger import Erasure, ModelVersion, Suppression, model_version_erasures, open_ledger
@@ -28,28 +25,11 @@ from recunlearn.service.subjects import dataset_resolver
 from recunlearn.service.worker import Worker, WorkerSettings
 from recunlearn.train.checkpoint import load_checkpoint
 
-TRAIN = ["--quiet", "--set", "train.epochs=2", "--set", "train.batch_size=8192", "--set", "train.lr=0.01"]
-ENCODER = ["--quiet", "--set", "epochs=1", "--set", "batch_size=8192", "--set", "lr=0.05"]
 HAS_RECEIPTS = importlib.util.find_spec("recunlearn.service.receipts") is not None
 FAULTS = ["worker:after-claim", "worker:before-publish", "worker:after-publish", "worker:after-receipts"]
 
 
 pytestmark = pytest.mark.usefixtures("isolated_model_cache", "isolated_locks")
-
-
-@pytest.fixture(scope="module")
-def trained(data_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("worker") / "model"
-    for args in (["train", "--dataset", "ml-100k", "--model", "lightgcn", *TRAIN, "--out", out],
-                 ["prepare", "--checkpoint", out, *ENCODER]):
-        result = CliRunner().invoke(app, [str(a) for a in args])
-        assert result.exit_code == 0, result.output
-    return out
-
-
-@pytest.fixture(scope="module")
-def data(trained):
-    return load_checkpoint(trained)[2]
 
 
 def make_service(tmp_path: Path, trained: Path):

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from recunlearn.data.interactions import Dataset, Interactions
-from recunlearn.train import trainer as trainer_module
 from recunlearn.train.cache import cache_root
 from recunlearn.train.checkpoint import read_meta
 from recunlearn.train.config import RunConfig

@@ -93,3 +93,12 @@ def worker(config: Path = typer.Option(..., help="service settings file (YAML) w
     """Apply acknowledged erasures: micro-batches, published model versions, signed receipts."""
     from .worker import worker_command
     worker_command(config=config, once=once)
+
+
+@service_app.command("serve")
+def serve(config: Path = typer.Option(..., help="service settings file (YAML) with `checkpoint`"),
+          host: str = typer.Option("127.0.0.1", help="address to listen on"),
+          port: int = typer.Option(8000, help="port to listen on")):
+    """Serve the API (erasures, receipts, keys, recommendations) with the worker running in the same process."""
+    from .serve import serve_command
+    serve_command(config=config, host=host, port=port)

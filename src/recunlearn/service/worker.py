@@ -281,18 +281,23 @@ def receipt_payload(session, row: Erasure) -> dict:
 
 # --- command line ----------------------------------------------------------------------------------------
 
+def settings_or_exit(config: Path) -> WorkerSettings:
+    """The settings file read for a command: a bad one is a one-line error and exit code 2."""
+    from ..config import ConfigError, load_config
+    try:
+        return load_config(WorkerSettings, config)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
+
+
 def worker_command(config: Path = typer.Option(..., help="service settings file (YAML) with `checkpoint`"),
                    once: bool = typer.Option(False, help="apply every pending erasure, then exit")) -> None:
     """Apply acknowledged erasures: unlearn them in micro-batches, publish model versions, issue receipts."""
     import signal
 
-    from ..config import ConfigError, load_config
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        settings = load_config(WorkerSettings, config)
-    except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2)
+    settings = settings_or_exit(config)
     ledger = open_ledger(settings.ledger_url())
     worker = Worker(settings, ledger)
     with worker.started():

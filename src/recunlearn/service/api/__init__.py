@@ -11,7 +11,7 @@ from ..auth import TokenVerifier
 from ..ledger import Ledger, open_ledger
 from ..metrics import ServiceMetrics
 from ..settings import ServiceSettings
-from . import erasures, errors, health
+from . import erasures, errors, health, receipts, recommendations
 from .body_limit import BodySizeLimit
 
 
@@ -25,6 +25,8 @@ def create_app(settings: ServiceSettings, ledger: Optional[Ledger] = None) -> Fa
     app.state.token_verifier, app.state.metrics = TokenVerifier(), ServiceMetrics(ledger)
     errors.install(app)
     app.include_router(erasures.router)
+    app.include_router(receipts.router)
+    app.include_router(recommendations.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

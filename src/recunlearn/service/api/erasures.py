@@ -79,12 +79,17 @@ def post_erasure(
 def get_erasure(erasure_id: str, request: Request,
                 principal: Annotated[Principal, require("erasure:read")]) -> ErasureView:
     """Status, timings, the first model version that excludes it, and (later) its receipt."""
-    try:
-        key = uuid.UUID(erasure_id)
-    except ValueError:
-        raise HTTPException(404, f"no erasure {erasure_id!r}: erasure ids are UUIDs") from None
+    key = parse_erasure_id(erasure_id)
     with request.app.state.ledger.reading() as session:
         erasure = session.get(Erasure, key)
     if erasure is None:
         raise HTTPException(404, f"no erasure {erasure_id}")
     return view(erasure)
+
+
+def parse_erasure_id(erasure_id: str) -> uuid.UUID:
+    """The id of a URL path; anything that is not a UUID is an erasure that does not exist (404)."""
+    try:
+        return uuid.UUID(erasure_id)
+    except ValueError:
+        raise HTTPException(404, f"no erasure {erasure_id!r}: erasure ids are UUIDs") from None
