@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx   # the dev dependency (FastAPI's TestClient uses it too)
 import pytest
 import yaml
 from fastapi.testclient import TestClient
