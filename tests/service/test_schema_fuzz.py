@@ -5,6 +5,9 @@ ledger as it was. (The app is built at import, on an in-memory ledger: schemathe
 does not run under this pytest.)"""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -19,7 +22,8 @@ LEDGER = open_ledger("sqlite://")
 with LEDGER.writing() as session:
     AUTH = {"Authorization": f"Bearer {create_token(session, 'fuzz', ['admin'])}"}
 # ids with a "0" in them are unknown to the served data: both the 202 and the 404 paths get exercised
-APP = create_app(ServiceSettings(database_url="sqlite://", subject_resolver=lambda subject: [
+STATE = Path(tempfile.mkdtemp(prefix="recunlearn-fuzz-"))   # GET /v1/keys creates the signing key there
+APP = create_app(ServiceSettings(database_url="sqlite://", state_dir=STATE, subject_resolver=lambda subject: [
     i for i in subject.ids if "0" in "".join(i)]), LEDGER)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers=AUTH)
 
