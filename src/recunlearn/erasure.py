@@ -77,9 +77,11 @@ def writing(out: Path, action: str, overwrite: bool = False, replace_ok: bool = 
 
 
 def continue_unlearner(method: str, checkpoint: Path, root: Path, data: Dataset, settings: list[str] | dict,
-                       run: RunConfig, progress: bool = False, notes: Notes = lambda message: None) -> Unlearner:
+                       run: RunConfig, progress: bool = False, notes: Notes = lambda message: None,
+                       loaded_root: tuple | None = None) -> Unlearner:
     """The method's state for the model at `checkpoint` (its data `data`), ready for the next request: loaded
-    from the root's working store, or built and prepared here for methods without a one-off preparation."""
+    from the root's working store, or built and prepared here for methods without a one-off preparation.
+    `loaded_root` is the root's (model, data) when the caller has loaded them already."""
     from .config import load_config
 
     cls = unlearner_class(method)
@@ -87,7 +89,7 @@ def continue_unlearner(method: str, checkpoint: Path, root: Path, data: Dataset,
     for message in recover(state):   # e.g. a re-`prepare` killed between its two renames
         notes(message)
     if (state / "unlearner.json").is_file():
-        root_model, _, root_data, _ = load_checkpoint(root)
+        root_model, root_data = loaded_root or load_checkpoint(root)[::2]
         unlearner = cls.load(state, root_model, root_data.with_held_out(data.valid, data.test), run=run,
                              progress=progress)
         if unlearner.state.dataset.hash != data.hash:
@@ -121,14 +123,15 @@ def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], 
         model, run, data, _ = load_checkpoint(checkpoint)
         request = load_request(data)
         root = root_of(checkpoint)
-        unlearner = continue_unlearner(method, checkpoint, root, data, settings or [], run, progress, notes)
+        root_model, _, root_data, _ = (model, run, data, None) if root == checkpoint else load_checkpoint(root)
+        unlearner = continue_unlearner(method, checkpoint, root, data, settings or [], run, progress, notes,
+                                       loaded_root=(root_model, root_data))
         pairs = (torch.from_numpy(request.edges.users), torch.from_numpy(request.edges.items))
         current = unlearner.state
         before = {"request_score_mean": current.scorer.score_pairs(*pairs).mean().item(),
                   **test_metrics(current.scorer, current.dataset, ks=[20]), "train_edges": len(current.dataset.train)}
         result = unlearner.unlearn(request.edges)
         residual = request.apply(result.dataset)
-        root_model, _, root_data, _ = (model, run, data, None) if root == checkpoint else load_checkpoint(root)
         # relative to the root: a subject erased by an earlier request stays re-drawn in every descendant
         reset = forget_isolated_nodes(result.model, root_data, residual, seed=int(request_sha256[:8], 16))
         after = {"request_score_mean": result.scorer.score_pairs(*pairs).mean().item(),

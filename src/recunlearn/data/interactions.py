@@ -208,11 +208,6 @@ class Dataset:
             self.train._check_space(split)
         return replace(self, valid=valid, test=test, shipped_hash=self.origin_hash)
 
-    def without(self, pairs: Interactions) -> "Dataset":
-        """The dataset with `pairs` removed from every split."""
-        return self.with_train(self.train.subtract(pairs)).with_held_out(self.valid.subtract(pairs),
-                                                                       self.test.subtract(pairs))
-
     def train_edits(self) -> tuple[Interactions, Interactions]:
         """(added, removed) pairs of the current training set relative to the shipped one."""
         base = self.original_train or self.train

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -19,6 +17,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
+from ..storage import atomic_file
 from .interactions import DataError, Dataset, IdMap, Interactions
 from .loaders import read_csv, read_text
 
@@ -134,7 +133,8 @@ class Request:
                              "Request.create(dataset, ...) or a generator")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, _dump(self._record()))
+        with atomic_file(path) as tmp:   # a half-written file never replaces a complete one
+            tmp.write_text(_dump(self._record()), encoding="utf-8")
         return path
 
     def _record(self) -> dict[str, Any]:
@@ -207,20 +207,6 @@ class Request:
 
 _ADVERSARIAL_HINT = ("; an adversarial request deletes injected edges: load it against the poisoned dataset, "
                      "poisoned_dataset(dataset, request edges)")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes the file private; a request file is meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _dump(record: dict[str, Any]) -> str:
