@@ -123,7 +123,7 @@ def _resolve_root(path: Path, lineage: dict) -> Path:
 def _derived_dataset(path: Path, meta: dict) -> Dataset:
     lineage = meta["lineage"]
     root = _resolve_root(path, lineage)
-    _, _, root_data, _ = load_checkpoint(root)
+    _, root_data, _ = load_checkpoint_data(root)   # its data only: no model to build
     if root_data.hash != lineage["root_dataset_hash"]:
         raise CheckpointError(f"{path}: its root {root} now holds other data ({root_data.hash}, expected "
                               f"{lineage['root_dataset_hash']}): it was retrained or replaced after the erasure")
@@ -209,9 +209,25 @@ def load_checkpoint(path: str | Path, dataset: Dataset | None = None) -> tuple[R
     checkpoint's. A poisoned model carries its training-set edits; an unlearned one rebuilds its data from
     its root checkpoint's erasure record (the erased pairs are never in the unlearned checkpoint).
     """
-    from pydantic import ValidationError
-
     from ..data.graph import build_graph
+
+    path = Path(path)
+    run, dataset, meta = load_checkpoint_data(path, dataset)
+    model = build_model(run.model, dataset.n_users, dataset.n_items)
+    try:
+        model.load_state_dict(_load_weights(path))
+    except RuntimeError as err:
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: the weights do not fit a {run.model.name} model of "
+                              f"{dataset.n_users} users x {dataset.n_items} items "
+                              f"({str(err).splitlines()[0]})") from None
+    model.attach(build_graph(dataset.train))
+    model.eval()
+    return model, run, dataset, meta
+
+
+def load_checkpoint_data(path: str | Path, dataset: Dataset | None = None) -> tuple[RunConfig, Dataset, dict]:
+    """(run config, the checkpoint's dataset, meta), checked against the recorded hashes; no model is built."""
+    from pydantic import ValidationError
 
     path = Path(path)
     meta = read_meta(path)
@@ -238,16 +254,7 @@ def load_checkpoint(path: str | Path, dataset: Dataset | None = None) -> tuple[R
     if "dataset_hash" in meta and dataset.hash != meta["dataset_hash"]:
         raise CheckpointError(f"checkpoint {path}: data hash {dataset.hash} does not match the recorded "
                               f"{meta['dataset_hash']}")
-    model = build_model(run.model, dataset.n_users, dataset.n_items)
-    try:
-        model.load_state_dict(_load_weights(path))
-    except RuntimeError as err:
-        raise CheckpointError(f"{path / WEIGHTS_FILE}: the weights do not fit a {run.model.name} model of "
-                              f"{dataset.n_users} users x {dataset.n_items} items "
-                              f"({str(err).splitlines()[0]})") from None
-    model.attach(build_graph(dataset.train))
-    model.eval()
-    return model, run, dataset, meta
+    return run, dataset, meta
 
 
 def apply_edits(path: Path, dataset: Dataset) -> Dataset:
