@@ -1,7 +1,7 @@
 """The ledger on PostgreSQL: the same migrations without drift, permanent suppression rows, and claims by
-several workers at once (FOR UPDATE SKIP LOCKED) that never overlap. Runs when RECUNLEARN_TEST_POSTGRES
-holds the URL of an empty throwaway database (e.g. postgresql+psycopg://postgres@/ledger?host=/tmp/pg);
-the CI fixture that starts such a server comes with the worker."""
+several workers at once (FOR UPDATE SKIP LOCKED) that never overlap. Against a real server: a throwaway
+cluster started from the machine's PostgreSQL binaries for this module, or the empty database named by
+RECUNLEARN_TEST_POSTGRES."""
 from __future__ import annotations
 
 import os
@@ -17,13 +17,21 @@ from recunlearn.service.settings import Policy
 from recunlearn.service.versions import LineageConflict, publish_version
 from recunlearn.service.work_queue import claim_pending
 
-URL = os.environ.get("RECUNLEARN_TEST_POSTGRES")
-pytestmark = pytest.mark.skipif(not URL, reason="set RECUNLEARN_TEST_POSTGRES to a throwaway PostgreSQL database")
+from postgres_server import URL_ENV, throwaway_server
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    if os.environ.get(URL_ENV):
+        yield os.environ[URL_ENV]
+        return
+    with throwaway_server() as url:
+        yield url
 
 
 @pytest.fixture
-def pg_ledger():
-    ledger = open_ledger(URL)
+def pg_ledger(postgres_url):
+    ledger = open_ledger(postgres_url)
     yield ledger
     with ledger.engine.begin() as connection:   # leave the database empty for the next test
         for table in reversed(Base.metadata.sorted_tables):
