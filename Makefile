@@ -37,7 +37,9 @@ demo: install
 test: install
 	$(BIN)/pytest
 
+# The slow tests include the status page in headless Chromium: Debian's package, installed when missing.
 test-slow: install
+	command -v chromium >/dev/null || apt-get install -y chromium
 	$(BIN)/pytest -m slow
 
 # The recorded benchmarks (hours on 2 cores; BENCHMARKS.md has each one's figures).
