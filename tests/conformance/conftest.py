@@ -16,6 +16,7 @@ FAST_SETTINGS: dict[str, dict] = {
     "finetune": {"epochs": 1},
     "gradient-ascent": {"steps": 3},
     "sisa": {"shards": 3},        # early stopping (the default) is fast here: shards of ~130 edges
+    "receraser": {"shards": 3},   # as sisa; the aggregator stops early on validation too
     "unlearnrec": {"epochs": 2, "sim_every": 1, "batch_size": 128},
 }
 

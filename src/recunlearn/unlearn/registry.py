@@ -17,6 +17,7 @@ UNLEARNERS: dict[str, str] = {
     "finetune": "recunlearn.unlearn.finetune:FineTune",
     "gradient-ascent": "recunlearn.unlearn.gradient_ascent:GradientAscent",
     "sisa": "recunlearn.unlearn.sisa:Sisa",
+    "receraser": "recunlearn.unlearn.receraser:RecEraser",
     "suppress": "recunlearn.unlearn.suppress:Suppress",
     "unlearnrec": "recunlearn.unlearn.unlearnrec:UnlearnRec",
     "influence": "recunlearn.unlearn.influence:Influence",

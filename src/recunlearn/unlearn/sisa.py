@@ -130,14 +130,21 @@ class Sisa(Unlearner):
         fits = self._fit_shards(list(range(self.config.shards)), dataset)
         self._prepared = ShardEnsemble([self._submodel(k, fits[k].weights, dataset.train) for k in fits])
 
-    def _unlearn(self, edges: Interactions, residual: Dataset) -> UnlearnResult:
-        start = time.perf_counter()
+    def _retrain_affected(self, edges: Interactions, residual: Dataset) -> tuple[dict[int, ShardFit], list]:
+        """The fits of the shards that held any of `edges`, retrained from scratch on their residual edges, and
+        the sub-models with theirs replaced (the untouched shards keep their sub-models as they are)."""
         touched = edges.contains(self.original_data.train.users, self.original_data.train.items)
         affected = sorted(int(k) for k in np.unique(self.assignment[touched]))
         fits = self._fit_shards(affected, residual)
-        models = list(self.state.scorer.models)          # untouched shards keep their sub-models as they are
+        models = list(self.state.scorer.models)
         for shard, fit in fits.items():
             models[shard] = self._submodel(shard, fit.weights, residual.train)
+        return fits, models
+
+    def _unlearn(self, edges: Interactions, residual: Dataset) -> UnlearnResult:
+        start = time.perf_counter()
+        fits, models = self._retrain_affected(edges, residual)
+        affected = sorted(fits)
         ensemble = ShardEnsemble(models)
         ensemble.score_users(torch.zeros(1, dtype=torch.long))   # readout of the new sub-models, timed
         excluded = sum(fit.excluded_seconds for fit in fits.values())
