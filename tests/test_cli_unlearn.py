@@ -267,11 +267,22 @@ def test_any_registered_method_unlearns_from_the_command_line(method, clean, ran
     assert meta["train_hash"] == clean[1].train.subtract(Request.load(random_file[0], clean[1]).edges).hash
 
 
-def test_a_method_without_a_model_state_says_where_to_use_it(clean, random_file, work):
-    result = invoke("unlearn", "--checkpoint", clean[0], "--method", "suppress", "--request", random_file[0],
-                    "--out", work / "suppressed", "--quiet")
-    assert_input_error(result, "suppress answers through a scorer", "recunlearn bench run")
-    assert not (work / "suppressed").exists()
+def test_a_method_without_a_model_state_writes_its_serving_state_not_a_checkpoint(clean, random_file, work):
+    from recunlearn.train.checkpoint import load_checkpoint
+    from recunlearn.unlearn.suppress import SUPPRESSED_SCORE, Suppress
+
+    out = work / "suppressed"
+    result = ok(invoke("unlearn", "--checkpoint", clean[0], "--method", "suppress", "--request", random_file[0],
+                       "--out", out, "--quiet"))
+    assert "no new checkpoint" in result.stdout and "keep it private" in result.stdout
+    assert not (out / "config.json").exists() and not (out / "weights.pt").exists()
+    edges = Request.load(random_file[0], clean[1]).edges
+    with np.load(out / "forgotten.npz") as z:
+        assert set(zip(z["users"].tolist(), z["items"].tolist())) == set(zip(edges.users.tolist(), edges.items.tolist()))
+    model, _, data, _ = load_checkpoint(clean[0])
+    served = Suppress.load(out, model, data).state.scorer          # the state serves around the request
+    users, items = torch.from_numpy(edges.users[:50]), torch.from_numpy(edges.items[:50])
+    assert (served.score_pairs(users, items) == SUPPRESSED_SCORE).all()
 
 
 def test_unknown_method_lists_the_registered_ones(clean, random_file, work):

@@ -126,6 +126,9 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
           resume: bool = typer.Option(False, help="continue the run saved in --out"),
           overwrite: bool = typer.Option(False, help="replace --out if it is a checkpoint already"),
           inject: Optional[Path] = typer.Option(None, help="adversarial request file: train on the poisoned graph"),
+          ledger: Optional[str] = typer.Option(None, help="the erasure service's ledger (SQLAlchemy URL, e.g. "
+                                               "sqlite:///service-state/ledger.sqlite3): filter the data through "
+                                               "its suppression list, in every split, now and at every later load"),
           quiet: bool = typer.Option(False, help="no progress bars")):
     """Train a backbone with early stopping on validation Recall@20 and write a checkpoint."""
     from .train.config import RunConfig
@@ -140,6 +143,13 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
         explicit += [f"data.path={json.dumps(own.path)}"] + ([] if dataset else [f"data.name={json.dumps(own.name)}"])
     explicit += [f"model.name={json.dumps(model)}"] if model else []
     run = load_config(RunConfig, config, [*explicit, *set_])
+    if ledger is not None:
+        from .train.inputs import with_ledger
+        run, listed = with_ledger(run, ledger)
+        counts = listed.counts()
+        console.print(f"suppression list of {run.data.suppression.ledger} through row {listed.through_row}: "
+                      f"{counts['users']} users, {counts['items']} items, {counts['pairs']} pairs filtered out "
+                      "of every split")
     console.print_json(json.dumps(run.model_dump(mode="json")))
     data = load_data(run.data)
     if inject is not None:
@@ -270,6 +280,10 @@ def request_make(spec: Optional[str] = typer.Option(None, help="draw a request: 
     else:
         request = GENERATORS[kind](data, seed=seed, **params)
     request.save(out)
+    if request.withdrawn:
+        console.print(f"modality constraint: the {params['modality']} features of "
+                      f"{len(request.withdrawn[params['modality']])} items withdrawn; written to {out}")
+        return
     console.print(f"{kind} request with {len(request)} edges ({len(request.users())} users, "
                   f"{len(request.items())} items) written to {out}")
 
@@ -340,8 +354,21 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint: a train
 
     if not request.is_file():   # before any lock or load
         fail(f"{request} does not exist: check the path" if not request.exists() else f"{request} is not a file")
+    from .unlearn.registry import unlearner_class
+    if not unlearner_class(method).has_model:
+        unlearn_serving_state(checkpoint, request, out, method, set_, overwrite, as_json, quiet)
+        return
     digest = hashlib.sha256(request.read_bytes()).hexdigest()
-    outcome = apply_request(checkpoint, lambda data: Request.load(request, data), digest, out, method=method,
+
+    def load_request(data):
+        loaded = Request.load(request, data)
+        if loaded.withdrawn:   # checkpoint lineage records erased interactions only, not withdrawn features
+            fail("a modality constraint is applied through the library or the benchmark harness "
+                 "(Unlearner.unlearn(request), `recunlearn bench run` with a modality:NAME:RHO request); "
+                 "`recunlearn unlearn` cannot record withdrawn features in a checkpoint yet")
+        return loaded
+
+    outcome = apply_request(checkpoint, load_request, digest, out, method=method,
                             settings=set_, overwrite=overwrite, progress=not quiet, notes=note)
     before, after, held_out = outcome.before, outcome.after, outcome.held_out
     record = {"checkpoint": str(out), "from": str(checkpoint), "method": method, "edges": outcome.edges,
@@ -357,10 +384,48 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint: a train
                  {"": "training edges", "before": before["train_edges"], "after": after["train_edges"]}],
                 title=f"{method} forgot {outcome.edges} edges in {outcome.seconds['total']:.2f}s "
                       f"({', '.join(f'{k} {v:.2f}s' for k, v in outcome.seconds.items() if k != 'total')})")
+    console.print(f"after: the forgotten items rank at percentile {after['evidence_forget_rank']:.3f} of their "
+                  f"users' rankings (1 = top), and same-user non-edges score {after['evidence_nonedge_score']:.4f} "
+                  f"on average ({after['evidence_audit_edges']} forgotten edges sampled)"
+                  + (f"; membership-inference AUC {after['evidence_mia_auc']:.3f}"
+                     if after["evidence_mia_auc"] is not None else ""))
     if held_out["valid"] or held_out["test"]:
         console.print(f"removed {held_out['valid']} validation and {held_out['test']} test interactions of the "
                       "erased subjects")
     console.print(f"unlearned checkpoint written to {out}")
+
+
+def unlearn_serving_state(checkpoint: Path, request: Path, out: Path, method: str, settings: list[str],
+                          overwrite: bool, as_json: bool, quiet: bool) -> None:
+    """`unlearn` for a method that answers through a scorer only (CRAGRU, SISA, suppress): forget the request
+    over the checkpoint's model and write the method's serving state (config, forgotten pairs, its own files)
+    to `out`. No checkpoint is written: the checkpoint's parameters are unchanged and still hold the data."""
+    from .data.requests import Request
+    from .train.checkpoint import load_checkpoint
+    from .train.runs import test_metrics
+    from .unlearn.registry import build_unlearner
+
+    with writing(out, "unlearn", overwrite):
+        model, run, data, _ = load_checkpoint(checkpoint)
+        req = Request.load(request, data)
+        unlearner = build_unlearner(method, settings, run=run, progress=not quiet).prepare(model, data)
+        before = test_metrics(unlearner.state.scorer, data, ks=[20])
+        result = unlearner.unlearn(req)
+        after = test_metrics(result.scorer, req.apply(result.dataset), ks=[20])
+        unlearner.save(out)
+    record = {"state": str(out), "from": str(checkpoint), "method": method, "edges": len(req.edges),
+              "seconds": result.seconds, "report": result.report, "before": before, "after": after}
+    if as_json:
+        emit_json(record)
+        return
+    print_table([{"": f"test {k}", "before": before[k], "after": after[k]} for k in ("Recall@20", "NDCG@20")],
+                title=f"{method} forgot {len(req.edges)} edges in {result.seconds['total']:.2f}s")
+    for key, value in result.report.items():
+        console.print(f"{key}: {value}")
+    console.print(f"{method} answers through a scorer: no new checkpoint; its serving state was written to {out}. "
+                  f"It lists the forgotten pairs (it must, to serve around them): keep it private, like "
+                  f"{checkpoint}, whose parameters are unchanged and still hold the erased data until a "
+                  "parameter-level method or a retrain removes it")
 
 
 @app.command()

@@ -20,6 +20,7 @@ import torch
 
 from .data.interactions import Dataset
 from .data.requests import Request
+from .eval.forgetting import audit
 from .storage import StorageError, atomic_folder, exclusive, fault_point, recover
 from .train.checkpoint import CONFIG_FILE, load_checkpoint, record_erasure, root_of, save_checkpoint
 from .train.config import RunConfig
@@ -76,6 +77,23 @@ def writing(out: Path, action: str, overwrite: bool = False, replace_ok: bool = 
         yield
 
 
+EVIDENCE_MAX_USERS = 200      # the evidence samples this many of the request's users: seconds, even on gowalla
+MIA_MIN_EDGES = 20            # below this many forgotten edges a membership-inference AUC says nothing
+
+
+def forgetting_evidence(scorer, forgotten, residual: Dataset, seed: int) -> dict:
+    """What the unlearned model shows of the request, without a retrained reference: the mean score of
+    same-user non-edges (what a forgotten edge should look like), the forgotten items' mean percentile rank
+    among their users' unmasked items, and the membership-inference AUC against held-out edges when the
+    request is large enough (`EVIDENCE_*` keys; the receipt's `nonedge_score`, `forget_rank_after`,
+    `mia_auc_after`)."""
+    found = audit(scorer, forgotten, residual.train, residual.test, valid=residual.valid, seed=seed,
+                  max_users=EVIDENCE_MAX_USERS)
+    enough = found["audit_edges"] >= MIA_MIN_EDGES
+    return {"evidence_nonedge_score": found["nonedge_score_mean"], "evidence_forget_rank": found["forget_rank_pct"],
+            "evidence_mia_auc": found["mia_auc"] if enough else None, "evidence_audit_edges": int(found["audit_edges"])}
+
+
 def continue_unlearner(method: str, checkpoint: Path, root: Path, data: Dataset, settings: list[str] | dict,
                        run: RunConfig, progress: bool = False, notes: Notes = lambda message: None,
                        loaded_root: tuple | None = None) -> Unlearner:
@@ -130,12 +148,13 @@ def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], 
         current = unlearner.state
         before = {"request_score_mean": current.scorer.score_pairs(*pairs).mean().item(),
                   **test_metrics(current.scorer, current.dataset, ks=[20]), "train_edges": len(current.dataset.train)}
-        result = unlearner.unlearn(request.edges)
+        result = unlearner.unlearn(request)   # the whole request: a method may use its kind (a take-down)
         residual = request.apply(result.dataset)
         # relative to the root: a subject erased by an earlier request stays re-drawn in every descendant
         reset = forget_isolated_nodes(result.model, root_data, residual, seed=int(request_sha256[:8], 16))
         after = {"request_score_mean": result.scorer.score_pairs(*pairs).mean().item(),
-                 **test_metrics(result.scorer, residual, ks=[20]), "train_edges": len(residual.train)}
+                 **test_metrics(result.scorer, residual, ks=[20]), "train_edges": len(residual.train),
+                 **forgetting_evidence(result.scorer, request.edges, residual, seed=int(request_sha256[:8], 16))}
         lineage = record_erasure(root, root_data, residual, parent=checkpoint, method=method, root_model=root_model)
         fault_point("unlearn:after-erasure-record")
         if unlearner.has_preparation():
@@ -150,8 +169,12 @@ def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], 
         summary = {"method": method, "edges": outcome.edges, "held_out": outcome.held_out,
                    "seconds": result.seconds, "request_sha256": request_sha256, "request_kind": request.kind,
                    "reinitialised": reset}
-        save_checkpoint(out, result.model, run, residual, metrics={"test": {k: v for k, v in after.items()
-                                                                            if k not in ("request_score_mean",
-                                                                                         "train_edges")}},
+        save_checkpoint(out, result.model, run, residual, metrics={"test": test_part(after)},
                         extra={"unlearned": summary}, lineage=lineage)
     return outcome
+
+
+def test_part(measured: dict) -> dict:
+    """The test metrics among what `apply_request` measured before or after."""
+    return {k: v for k, v in measured.items()
+            if k not in ("request_score_mean", "train_edges") and not k.startswith("evidence_")}

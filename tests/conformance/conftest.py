@@ -2,6 +2,9 @@
 reads (the test split) and trains on (the positives drawn through `data.sampling.bpr_epoch`)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 
 from recunlearn.data.interactions import Dataset, Interactions
@@ -18,6 +21,7 @@ FAST_SETTINGS: dict[str, dict] = {
     "sisa": {"shards": 3},        # early stopping (the default) is fast here: shards of ~130 edges
     "receraser": {"shards": 3},   # as sisa; the aggregator stops early on validation too
     "unlearnrec": {"epochs": 2, "sim_every": 1, "batch_size": 128},
+    "cragru": {"n_candidates": 3, "history_limit": 2},   # the real default LLM (SmolLM2-135M), short prompts
 }
 
 RUN = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16},
@@ -25,7 +29,12 @@ RUN = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16},
 
 
 def generated_dataset(seed: int = 0) -> Dataset:
-    return taste_groups(N_USERS, N_ITEMS, 10, seed)
+    """The taste groups, with a feature modality (the item's group, plus noise) for multi-modal backbones."""
+    data = taste_groups(N_USERS, N_ITEMS, 10, seed)
+    rng = np.random.default_rng(seed)
+    group = (np.arange(N_ITEMS) >= N_ITEMS // 2).astype(np.float32)
+    features = np.stack([group, 1 - group], axis=1) + 0.1 * rng.standard_normal((N_ITEMS, 2)).astype(np.float32)
+    return replace(data, modalities={"image": features.astype(np.float32)})
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ def data():
 
 def built(name, data, seed=0):
     torch.manual_seed(seed)
-    model = build_model(model_config(name, {"dim": 8}), data.n_users, data.n_items)
+    model = build_model(model_config(name, {"dim": 8}), data.n_users, data.n_items, content=data)
     return model.attach(build_graph(data.train))
 
 

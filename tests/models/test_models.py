@@ -14,7 +14,7 @@ from recunlearn.models.registry import MODELS, build_model, model_class, model_c
 
 N_USERS, N_ITEMS = 30, 40
 NAMES = sorted(MODELS)
-GRAPH_MODELS = [name for name in NAMES if name != "mf"]
+GRAPH_MODELS = [name for name in NAMES if name not in ("mf", "vbpr")]   # VBPR, like MF, has no graph
 SSL_MODELS = {"sgl", "simgcl"}
 
 
@@ -64,8 +64,8 @@ def dense_adj(graph: Graph) -> torch.Tensor:
 
 # -------------------------------------------------------------------------------------- registry and config
 
-def test_registry_lists_the_four_backbones():
-    assert NAMES == ["lightgcn", "mf", "sgl", "simgcl"]
+def test_registry_lists_the_backbones():
+    assert NAMES == ["freedom", "lightgcn", "mf", "sgl", "simgcl", "vbpr"]
 
 
 def test_unknown_model_name_lists_the_known_ones():

@@ -52,7 +52,8 @@ def test_metrics_count_erasures_by_status_and_the_queue(client, ledger, writer, 
 def test_the_openapi_schema_describes_the_api(client, tokens):
     schema = client.get("/openapi.json", headers=bearer(tokens["recs:read"])).json()
     assert set(schema["paths"]) == {"/v1/erasures", "/v1/erasures/{erasure_id}", "/v1/erasures/{erasure_id}/receipt",
-                                    "/v1/keys", "/v1/recommendations/{user}", "/healthz", "/metrics"}
+                                    "/v1/keys", "/v1/recommendations/{user}", "/v1/admin/{kind}", "/healthz",
+                                    "/metrics"}
     post = schema["paths"]["/v1/erasures"]["post"]
     body = post["requestBody"]["content"]["application/json"]["schema"]
     assert body["additionalProperties"] is False and set(body["properties"]) == {

@@ -165,6 +165,9 @@ def test_a_batch_becomes_one_version_that_excludes_every_subject(tmp_path, train
         assert receipt["subject"] == {"kind": "user", "ids": ["13"]} and receipt["method"] == "unlearnrec"
         evidence = receipt["evidence"]
         assert evidence["request_edge_score_after"] is not None and evidence["reference"] == "none yet"
+        # the specification's forgetting evidence, measured on the batch's forgotten edges
+        assert 0 <= evidence["forget_rank_after"] <= 1 and isinstance(evidence["nonedge_score"], float)
+        assert evidence["evidence_edges"] >= 20 and 0 <= evidence["mia_auc_after"] <= 1
         assert "model_before" not in publisher.read_receipt(settings.state_dir, quiet)
 
     # the same user again: the newest version already excludes it, so no new version is made

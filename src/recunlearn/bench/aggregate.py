@@ -108,10 +108,11 @@ def noise_floor(group: Group) -> dict | None:
     retrains = group.retrains
     if len(retrains) < 2:
         return None
-    mia = [row["metrics"]["mia_auc"] for row in retrains]
-    ranks = [row["metrics"]["forget_rank_pct"] for row in retrains]
+    # a request without edges (a modality constraint) has utility only: its forgetting floors are NaN
+    mia = [row["metrics"].get("mia_auc", float("nan")) for row in retrains]
+    ranks = [row["metrics"].get("forget_rank_pct", float("nan")) for row in retrains]
     jaccard = [row["metrics"]["jaccard@20_vs_retrain"] for row in retrains
-               if row["retrain_seed"] != row["reference_seed"]]
+               if row["retrain_seed"] != row["reference_seed"] and "jaccard@20_vs_retrain" in row["metrics"]]
     return {"retrains": len(retrains), "seeds": sorted(row["retrain_seed"] for row in retrains),
             "request_seed": retrains[0]["seed"], "mia_auc": max_pairwise_gap(mia),
             "Recall@20_std": float(np.std([row["metrics"]["Recall@20"] for row in retrains], ddof=1)),

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data.interactions import Dataset, Interactions
+from ..data.requests import Request
 from ..eval.forgetting import audit, neighbourhood_utility
 from ..eval.scorer import Scorer
 from ..train.runs import test_metrics
@@ -32,10 +33,11 @@ def first_query(scorer: Scorer) -> None:
     scorer.score_users(torch.zeros(1, dtype=torch.long))
 
 
-def timed_unlearn(unlearner: Unlearner, edges: Interactions) -> tuple[UnlearnResult, dict]:
-    """Apply one request; (result, timings) with the counted `unlearn` seconds (see the module notes)."""
+def timed_unlearn(unlearner: Unlearner, request: Interactions | Request) -> tuple[UnlearnResult, dict]:
+    """Apply one request (its edges, or the Request itself: the method then also sees its kind and any
+    withdrawn features); (result, timings) with the counted `unlearn` seconds (see the module notes)."""
     start = time.perf_counter()
-    result = unlearner.unlearn(edges)
+    result = unlearner.unlearn(request)
     first_query(result.scorer)
     wall = time.perf_counter() - start
     own = result.seconds.get("total", wall)
@@ -56,10 +58,15 @@ def timed_unlearn(unlearner: Unlearner, edges: Interactions) -> tuple[UnlearnRes
 
 def measure(scorer: Scorer, residual: Dataset, forget: Interactions, *, reference: Scorer | None,
             original: Scorer | None, audit_test: Interactions, audit_valid: Interactions, ks: list[int],
-            max_users: int | None, seed: int) -> dict:
+            max_users: int | None, seed: int, takedown: np.ndarray | None = None) -> dict:
     """Utility on the residual data (test set, residual train ∪ valid masked), utility on the request's
-    neighbourhood, and the forgetting audit against the reference."""
+    neighbourhood, and the forgetting audit against the reference. A request without edges (a modality
+    constraint) has utility only. `takedown`: items of a take-down, counted in every user's top 20."""
     utility = {k: v for k, v in test_metrics(scorer, residual, ks).items() if k != "users"}
+    if takedown is not None:
+        utility.update(takedown_in_top(scorer, residual, takedown))
+    if len(forget) == 0:
+        return utility
     neighbourhood = neighbourhood_utility(scorer, forget, residual.train, residual.test, residual.valid,
                                           ks=tuple(ks))
     # A control that hides pairs scores them far below zero: σ(score) is 0 there and the audit's MI-BF / MI-NG
@@ -71,6 +78,30 @@ def measure(scorer: Scorer, residual: Dataset, forget: Interactions, *, referenc
             "audit": report}
 
 
+@torch.no_grad()
+def takedown_in_top(scorer: Scorer, residual: Dataset, items: np.ndarray, k: int = 20,
+                    batch_size: int = 1024) -> dict:
+    """How often taken-down items still appear in a top-k list (residual training items masked), over all
+    users: the number of (user, item) appearances, of users concerned and of distinct items."""
+    taken = torch.zeros(residual.n_items, dtype=torch.bool)
+    taken[torch.as_tensor(items, dtype=torch.long)] = True
+    mask = residual.train.to_csr()
+    appearances, users, seen = 0, 0, torch.zeros(residual.n_items, dtype=torch.bool)
+    for start in range(0, residual.n_users, batch_size):
+        batch = torch.arange(start, min(start + batch_size, residual.n_users))
+        scores = scorer.score_users(batch).float().clone()
+        rows = mask[start:start + len(batch)]
+        scores[torch.from_numpy(np.repeat(np.arange(len(batch)), np.diff(rows.indptr))),
+               torch.from_numpy(rows.indices.astype(np.int64))] = -float("inf")
+        top = scores.topk(k, dim=1).indices
+        hit = taken[top]
+        appearances += int(hit.sum())
+        users += int(hit.any(1).sum())
+        seen[top[hit]] = True
+    return {f"takedown_in_top{k}": appearances, f"takedown_users_top{k}": users,
+            f"takedown_items_top{k}": int(seen.sum())}
+
+
 def relative(metrics: dict, reference: dict, timings: dict | None = None, reference_seconds: float = float("nan"),
              prepare_seconds: float = 0.0) -> dict:
     """The columns measured against the reference: utility ratio, learned-attack gap and, with `timings`,
@@ -79,8 +110,9 @@ def relative(metrics: dict, reference: dict, timings: dict | None = None, refere
     for key in ("Recall@20", "NDCG@20", "Recall@10", "NDCG@10", "neighbourhood_Recall@20"):
         if key in metrics and key in reference:
             out[f"{key}_vs_retrain"] = _ratio(metrics[key], reference[key])
-    out["mia_learned_auc_gap"] = metrics["mia_learned_auc"] - reference["mia_learned_auc"]
-    out["forget_rank_gap"] = metrics["forget_rank_pct"] - reference["forget_rank_pct"]
+    if "mia_learned_auc" in metrics and "mia_learned_auc" in reference:   # a request with edges
+        out["mia_learned_auc_gap"] = metrics["mia_learned_auc"] - reference["mia_learned_auc"]
+        out["forget_rank_gap"] = metrics["forget_rank_pct"] - reference["forget_rank_pct"]
     if timings is None:
         return out
     seconds = timings["unlearn"]

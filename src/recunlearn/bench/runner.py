@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from ..data.interactions import Interactions
+from ..data.requests import Request
 from ..train.config import RunConfig
 from ..train.version import TRAINING_PACKAGES, code_version
 from ..unlearn.base import UnlearnResult
@@ -108,21 +109,25 @@ class Runner:
     def reference(self, setting: Setting) -> Reference:
         key = (setting.dataset, setting.backbone, setting.spec, setting.seed)
         if key not in self._references:
-            self._references[key] = self._retrain(setting, reference_seed(setting.seed), setting.request.edges)
+            self._references[key] = self._retrain(setting, reference_seed(setting.seed), setting.request)
         return self._references[key]
 
-    def _retrain(self, setting: Setting, seed: int, forget: Interactions,
+    def _retrain(self, setting: Setting, seed: int, forget: Interactions | Request,
                  reference: Reference | None = None) -> Reference:
-        """A Retrain of the original's backbone with `seed` on the data without `forget`, timed like any
-        method and measured against `reference` (itself when None)."""
+        """A Retrain of the original's backbone with `seed` on the data without `forget` (edges, or the whole
+        request: a modality constraint withdraws features too), timed like any method and measured against
+        `reference` (itself when None)."""
         method = self._prepare(REFERENCE, {"seed": seed}, setting)
         before = load_average()
         result, timings = timed_unlearn(method.unlearner, forget)
-        residual = setting.data.with_train(setting.data.train.subtract(forget))
+        if isinstance(forget, Request):
+            forget, residual = forget.edges, setting.residual
+        else:
+            residual = setting.data.with_train(setting.data.train.subtract(forget))
         key = training_key(with_seed(setting.run, seed), residual)
         reused_from = self._timing_provenance(key, timings, result, before)
         against = result.scorer if reference is None else reference.result.scorer
-        metrics = self._measure(result.scorer, setting, forget, against)
+        metrics = self._measure(result.scorer, setting, forget, against, residual)
         return Reference(result, timings, reused_from, metrics, seed)
 
     def _forget_other_settings(self, unit: Unit) -> None:
@@ -138,9 +143,10 @@ class Runner:
     def _measure(self, scorer, setting: Setting, forget: Interactions, reference, residual=None) -> dict:
         if residual is None:
             residual = setting.data.with_train(setting.data.train.subtract(forget))
+        takedown = setting.request.items() if setting.request.kind == "item" else None
         return measure(scorer, residual, forget, reference=reference, original=setting.original.model,
                        audit_test=setting.audit_test, audit_valid=setting.audit_valid, ks=self.suite.audit.ks,
-                       max_users=self.suite.audit.max_users, seed=setting.seed)
+                       max_users=self.suite.audit.max_users, seed=setting.seed, takedown=takedown)
 
     def _timing_provenance(self, key: str | None, timings: dict, result: UnlearnResult, before: float) -> dict | None:
         """Record where a fresh timing of a cached artefact was measured; look it up when one was reused."""
@@ -156,7 +162,8 @@ class Runner:
     # --- one row per role ---------------------------------------------------------------------------
     def _original(self, unit: Unit, setting: Setting) -> dict:
         reference = self.reference(setting)
-        metrics = self._measure(setting.original.model, setting, setting.request.edges, reference.result.scorer)
+        metrics = self._measure(setting.original.model, setting, setting.request.edges, reference.result.scorer,
+                                setting.residual)
         metrics.update(relative(metrics, reference.metrics))
         original = setting.original
         timings = {"original_train": original.seconds, "original_train_epochs": original.train_seconds,
@@ -172,7 +179,7 @@ class Runner:
     def _noise_floor(self, unit: Unit, setting: Setting) -> dict:
         reference = self.reference(setting)
         retrain = reference if unit.retrain_seed == reference.seed else \
-            self._retrain(setting, unit.retrain_seed, setting.request.edges, reference)
+            self._retrain(setting, unit.retrain_seed, setting.request, reference)
         return self._retrain_row(setting, retrain, reference)
 
     def _retrain_row(self, setting: Setting, retrain: Reference, reference: Reference) -> dict:
@@ -188,13 +195,16 @@ class Runner:
         reference = self.reference(setting)
         method = self._prepare(unit.method.name, unit.method.set, setting)
         before = load_average()
-        result, timings = timed_unlearn(method.unlearner, setting.request.edges)
+        result, timings = timed_unlearn(method.unlearner, setting.request)
         self._check_residual(unit, result, setting.residual)
         reused_from = self._timing_provenance(None, timings, result, before)
         metrics = self._measure(result.scorer, setting, setting.request.edges, reference.result.scorer,
                                 setting.residual)
         rel = relative(metrics, reference.metrics, timings, reference.timings["unlearn"], method.seconds)
         row = self._method_row(method, metrics, rel, {**timings, "prepare": method.seconds}, reused_from)
+        # what the method says about its own run (epochs, early stopping), plain values only
+        row["method_report"] = {k: v for k, v in result.report.items()
+                                if isinstance(v, (int, float, str, bool, type(None)))}
         if result.model is not None:
             row["models"] = {"unlearned": fingerprint(result.model)}
         return row

@@ -123,4 +123,4 @@ def build_setting(run: RunConfig, spec: str, seed: int, load: Loader = registry_
 
 
 def _without(data: Dataset, request: Request) -> Dataset:
-    return data.with_train(data.train.subtract(request.edges))
+    return request.withdraw(data.with_train(data.train.subtract(request.edges)))

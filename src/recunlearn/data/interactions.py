@@ -170,6 +170,8 @@ class Dataset:
     user_info: pd.DataFrame | None = None      # indexed by user index
     item_info: pd.DataFrame | None = None      # indexed by item index (title, genres, ...)
     modalities: dict = field(default_factory=dict)  # name -> float32 array [n_items, dim]
+    # name -> sorted item indices whose features of that modality may no longer be used (a modality constraint)
+    withdrawn: dict = field(default_factory=dict)
     original_train: Interactions | None = None      # the shipped training set, when `train` was edited
     shipped_hash: str = ""                           # the shipped dataset's hash, once valid/test were edited
 
@@ -185,16 +187,50 @@ class Dataset:
     def hash(self) -> str:
         """Content hash of all three splits: caches of derived artefacts are keyed by it, never by name."""
         h = hashlib.sha256("/".join((self.train.hash, self.valid.hash, self.test.hash)).encode())
+        # A withdrawal changes what a model may read, so it changes the hash (and every cache keyed by it);
+        # data without one keeps the hash it always had.
+        for name in sorted(self.withdrawn):
+            h.update(f"/withdrawn:{name}:".encode() + np.asarray(self.withdrawn[name], np.int64).tobytes())
         return h.hexdigest()[:16]
+
+    @cached_property
+    def content_hash(self) -> str:
+        """Hash of the item features a model may read (each modality, withdrawn rows zeroed)."""
+        h = hashlib.sha256()
+        for name in sorted(self.modalities):
+            features = self.features(name)
+            h.update(f"{name}:{features.shape}".encode() + features.tobytes())
+        return h.hexdigest()[:16]
+
+    def features(self, name: str) -> np.ndarray:
+        """Modality `name` as a model may read it: the withdrawn rows are zeros."""
+        if name not in self.modalities:
+            known = ", ".join(sorted(self.modalities)) or "none"
+            raise DataError(f"dataset {self.name!r} has no {name!r} features (modalities: {known})")
+        items = self.withdrawn.get(name)
+        if items is None or not len(items):
+            return self.modalities[name]
+        out = np.array(self.modalities[name], dtype=np.float32)
+        out[items] = 0.0
+        out.flags.writeable = False
+        return out
+
+    def with_withdrawn(self, name: str, items) -> "Dataset":
+        """The same dataset where the features of modality `name` may no longer be used for `items`."""
+        self.features(name)   # the modality must exist
+        items = np.union1d(self.withdrawn.get(name, np.empty(0, np.int64)), np.asarray(items, np.int64))
+        if items.size and (items[0] < 0 or items[-1] >= self.n_items):
+            raise DataError(f"withdrawn item index outside 0..{self.n_items - 1}")
+        return replace(self, withdrawn={**self.withdrawn, name: _frozen(items)})
 
     @cached_property
     def origin_hash(self) -> str:
         """Hash of the dataset as loaded, before any edit of its training set (deletions, injections)."""
         if self.shipped_hash:
             return self.shipped_hash
-        if self.original_train is None:
+        if self.original_train is None and not self.withdrawn:
             return self.hash
-        return replace(self, train=self.original_train, original_train=None).hash
+        return replace(self, train=self.original_train or self.train, original_train=None, withdrawn={}).hash
 
     def with_train(self, train: Interactions) -> "Dataset":
         """The same dataset with another training set (e.g. the residual after a deletion)."""

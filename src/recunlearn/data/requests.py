@@ -23,11 +23,11 @@ from .loaders import read_csv, read_text
 
 FORMAT = "recunlearn-request"
 VERSION = 1
-KINDS = ("random", "adversarial", "user", "item", "edges")
+KINDS = ("random", "adversarial", "user", "item", "edges", "modality")
 USER_MODES = ("random", "core", "edge")
 ITEM_MODES = ("random", "popular")
 SPEC_FORMS = ("random:RHO", "user:RHO[:random|core|edge]", "item:RHO[:random|popular]",
-              "adversarial:RHO[:RHO_ITEMS]")
+              "adversarial:RHO[:RHO_ITEMS]", "modality:NAME:RHO")
 # Sort direction of the degree for each sampling mode: -1 most active first, +1 least active first.
 _DEGREE_ORDER = {"random": 0, "core": -1, "edge": 1, "popular": -1}
 
@@ -52,6 +52,8 @@ class Request:
     user_ids: IdMap | None = field(default=None, repr=False)
     item_ids: IdMap | None = field(default=None, repr=False)
     held_out: Interactions | None = field(default=None, repr=False)   # valid/test pairs of the same subjects
+    # modality constraint: modality -> item indices whose features of that modality may no longer be used
+    withdrawn: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -61,11 +63,19 @@ class Request:
 
     @classmethod
     def create(cls, dataset: Dataset, kind: str, params: dict[str, Any], seed: int | None,
-               edges: Interactions, held_out: Interactions | None = None) -> "Request":
+               edges: Interactions, held_out: Interactions | None = None,
+               withdrawn: dict[str, np.ndarray] | None = None) -> "Request":
         """A request for `dataset` (its name, hashes and id maps) over the given index pairs."""
         seed = None if seed is None else int(seed)  # numpy integers are not JSON
         return cls(kind, dict(params), seed, dataset.name, dataset.hash, edges, dataset.origin_hash,
-                   dataset.user_ids, dataset.item_ids, held_out if held_out is not None and len(held_out) else None)
+                   dataset.user_ids, dataset.item_ids, held_out if held_out is not None and len(held_out) else None,
+                   withdrawn or None)
+
+    def withdraw(self, dataset: Dataset) -> Dataset:
+        """`dataset` where the request's withdrawn feature rows may no longer be used (no-op without any)."""
+        for name, items in (self.withdrawn or {}).items():
+            dataset = dataset.with_withdrawn(name, items)
+        return dataset
 
     def apply(self, dataset: Dataset) -> Dataset:
         """`dataset` without the request's held-out pairs (the training edges are the unlearner's to remove)."""
@@ -101,6 +111,8 @@ class Request:
         User and item requests are split by whole users / items, so that each part is itself a user- or
         item-level request; other kinds are split by edge. `seed` defaults to the request's own seed.
         """
+        if self.withdrawn:
+            raise ValueError("a modality constraint is one request: it cannot be split into a stream")
         units = {"user": self.edges.users, "item": self.edges.items}.get(self.kind, np.arange(len(self)))
         groups, group_of_edge = np.unique(units, return_inverse=True)
         if not 1 <= n <= groups.size:
@@ -144,7 +156,10 @@ class Request:
                 "edges": {"user": self.user_ids.label(self.edges.users).tolist(),
                           "item": self.item_ids.label(self.edges.items).tolist(),
                           "user_index": self.edges.users.tolist(), "item_index": self.edges.items.tolist()},
-                **({} if self.held_out is None else {"held_out": self._columns(self.held_out)})}
+                **({} if self.held_out is None else {"held_out": self._columns(self.held_out)}),
+                **({} if not self.withdrawn else {"withdrawn": {
+                    name: {"item": self.item_ids.label(items).tolist(), "item_index": np.asarray(items).tolist()}
+                    for name, items in self.withdrawn.items()}})}
 
     def _columns(self, pairs: Interactions) -> dict[str, list]:
         return {"user": self.user_ids.label(pairs.users).tolist(), "item": self.item_ids.label(pairs.items).tolist(),
@@ -193,8 +208,12 @@ class Request:
         lengths = {len(column) if isinstance(column, list) else -1 for column in columns.values()}
         if len(lengths | {data.get("size", len(columns["user"]))}) != 1:
             raise DataError(f"{source}: malformed request file: edges must be four lists of `size` entries each")
-        edges = _edges_from_ids(dataset, columns["user"], columns["item"], source, "error",
-                                hint=_ADVERSARIAL_HINT if fields["kind"] == "adversarial" else "")
+        withdrawn = _withdrawn_from_record(data.get("withdrawn"), dataset, source)
+        if withdrawn and not columns["user"]:
+            edges = Interactions.empty(dataset.n_users, dataset.n_items)
+        else:
+            edges = _edges_from_ids(dataset, columns["user"], columns["item"], source, "error",
+                                    hint=_ADVERSARIAL_HINT if fields["kind"] == "adversarial" else "")
         _check_indices(edges, columns["user_index"], columns["item_index"], source)
         held_out = None
         if data.get("held_out"):
@@ -202,7 +221,24 @@ class Request:
             held_out = _held_out_from_ids(dataset, held["user"], held["item"], f"{source}: held_out")
             _check_indices(held_out, held["user_index"], held["item_index"], f"{source}: held_out")
         return cls(fields["kind"], fields["params"], fields["seed"], fields["dataset"], fields["data_hash"], edges,
-                   origin_hash, dataset.user_ids, dataset.item_ids, held_out)
+                   origin_hash, dataset.user_ids, dataset.item_ids, held_out, withdrawn)
+
+
+def _withdrawn_from_record(record: Any, dataset: Dataset, source: str) -> dict[str, np.ndarray] | None:
+    if not record:
+        return None
+    if not isinstance(record, dict):
+        raise DataError(f"{source}: malformed request file: `withdrawn` must map a modality to its items")
+    out = {}
+    for name, columns in record.items():
+        columns = _require(columns, ("item", "item_index"), f"{source}: withdrawn.{name}")
+        _check_modality(dataset, name)
+        items = dataset.item_ids.index(columns["item"], "item")
+        if not np.array_equal(items, np.asarray(columns["item_index"], dtype=np.int64)):
+            raise DataError(f"{source}: the stored item indices of withdrawn.{name} do not match the item ids "
+                            "under this dataset's id maps: the file was made with other id maps")
+        out[name] = np.sort(items)
+    return out
 
 
 _ADVERSARIAL_HINT = ("; an adversarial request deletes injected edges: load it against the poisoned dataset, "
@@ -516,15 +552,35 @@ def injected_edges(path: str | Path, clean: Dataset) -> Interactions:
 
 # ----------------------------------------------------------------------------------------------- specs
 
+def modality_request(dataset: Dataset, modality: str, rho: float, seed: int = 0) -> Request:
+    """A modality constraint: the `modality` features of ceil(rho * n_items) random items may no longer be
+    used (e.g. a revoked image licence). No interaction is forgotten; the rows leave every model input."""
+    _check_modality(dataset, modality)
+    rho = _check_rho(rho)
+    count = _fraction_count(rho, dataset.n_items)
+    items = np.sort(np.random.default_rng(seed).choice(dataset.n_items, size=count, replace=False))
+    return Request.create(dataset, "modality", {"modality": modality, "rho": rho}, seed,
+                          Interactions.empty(dataset.n_users, dataset.n_items), withdrawn={modality: items})
+
+
+def _check_modality(dataset: Dataset, modality: str) -> None:
+    if modality not in dataset.modalities:
+        known = ", ".join(sorted(dataset.modalities))
+        hint = f"its modalities are {known}" if known else \
+            "it has no item features (MovieLens: add data.modalities=[text]; your own: data.feature_files)"
+        raise DataError(f"dataset {dataset.name!r} has no {modality!r} features to withdraw: {hint}")
+
+
 # Generators by kind, called as GENERATORS[kind](dataset, seed=seed, **params) with parse_spec's params;
 # adversarial requests need a trained scorer instead (adversarial_edges).
 GENERATORS: dict[str, Callable[..., Request]] = {"random": random_request, "user": user_request,
-                                                 "item": item_request}
+                                                 "item": item_request, "modality": modality_request}
 
 
 def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
     """A compact request spec -> (kind, params): `random:0.01`, `user:0.01:core`, `item:0.05:popular`,
-    `adversarial:1.0` (rho for users and items) or `adversarial:1.0:0.5` (users, items)."""
+    `adversarial:1.0` (rho for users and items), `adversarial:1.0:0.5` (users, items) or `modality:image:0.1`
+    (the image features of 10% of the items withdrawn)."""
     kind, *args = text.strip().lower().split(":")
     try:
         params = _spec_params(kind, args)
@@ -532,7 +588,7 @@ def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
         params = None
     if params is None:
         raise ValueError(f"bad request spec {text!r}; valid forms: {', '.join(SPEC_FORMS)}, with RHO a fraction "
-                         "in (0, 1] (e.g. random:0.01, user:0.05:core, adversarial:1.0)")
+                         "in (0, 1] (e.g. random:0.01, user:0.05:core, adversarial:1.0, modality:image:0.1)")
     return kind, params
 
 
@@ -544,4 +600,6 @@ def _spec_params(kind: str, args: list[str]) -> dict[str, Any] | None:
         return {"rho": _check_rho(float(args[0])), "mode": args[1] if len(args) == 2 else "random"}
     if kind == "adversarial" and len(args) in (1, 2):
         return {"rho_users": _check_rho(float(args[0])), "rho_items": _check_rho(float(args[-1]))}
+    if kind == "modality" and len(args) == 2 and args[0]:
+        return {"modality": args[0], "rho": _check_rho(float(args[1]))}
     return None

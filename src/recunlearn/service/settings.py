@@ -28,6 +28,8 @@ class Policy(StrictConfig):
     finetune_interval_h: float = Field(24.0, gt=0, description="or after this many hours")
     retrain_interval_h: float = Field(168.0, gt=0, description="full retrain (suppression list applied) every "
                                       "this many hours")
+    finetune_epochs: int = Field(5, ge=1, description="epochs of the backbone's training in a scheduled fine-tune")
+    finetune_lr: Optional[float] = Field(None, gt=0, description="its learning rate (default: the model's own)")
 
     def expected_completion(self, received_at: datetime, queue_ahead: int) -> datetime:
         """When an erasure received now, behind `queue_ahead` erasures still waiting for a model, should be in

@@ -26,9 +26,11 @@ from sqlalchemy import func, select
 
 from ..data.interactions import DataError, Dataset, Interactions
 from ..data.requests import Request
-from ..erasure import apply_request
+from ..erasure import apply_request, test_part
 from ..storage import exclusive, fault_point
-from .ledger import Erasure, Ledger, ModelVersion, open_ledger
+from .ledger import Erasure, Ledger, ModelVersion, open_ledger, utcnow
+from . import maintenance
+from .maintenance import MAINTENANCE
 from .publisher import (EVIDENCE_FILE, edges_sha256, folder_sha256, read_evidence, receipt_path,
                         remove_unpublished, version_dir, write_json)
 from .settings import ServiceSettings
@@ -37,6 +39,7 @@ from .work_queue import ClaimLost, claim_pending, mark_failed, requeue_in_progre
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
+MAINTENANCE_RETRY_S = 3600.0
 
 
 class WorkerSettings(ServiceSettings):
@@ -110,6 +113,7 @@ class Worker:
         self.settings, self.ledger = settings, ledger
         self.state_dir = Path(settings.state_dir)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._maintenance_paused_until = 0.0
 
     @contextlib.contextmanager
     def started(self) -> Iterator["Worker"]:
@@ -147,8 +151,53 @@ class Worker:
             except Exception:   # e.g. the database is briefly unreachable: retry after a window
                 log.exception("worker loop")
                 claimed = 0
+            if time.monotonic() >= self._maintenance_paused_until:
+                try:
+                    self.maintain()
+                except Exception:   # retried an hour later (or at once when an admin asks)
+                    log.exception("scheduled maintenance failed")
+                    self._maintenance_paused_until = time.monotonic() + MAINTENANCE_RETRY_S
             if not claimed:
                 stop.wait(self.settings.policy.batch_window_s)
+
+    # --- scheduled maintenance ---------------------------------------------------------------------
+
+    def request_maintenance(self, kind: str) -> None:
+        """Run `kind` ("finetune" or "retrain") at the next turn of the loop, whatever the schedule says."""
+        maintenance.request(self.state_dir, kind)
+        self._maintenance_paused_until = 0.0
+
+    def maintain(self, kind: Optional[str] = None) -> Optional[int]:
+        """Run `kind`, else a requested maintenance, else what the policy says is due, and publish its version
+        (the number is returned; None when nothing was due). Erasures wait meanwhile: their subjects are
+        suppressed from acknowledgement on, and a retrain's data already excludes them."""
+        asked = maintenance.requested(self.state_dir)
+        with self.ledger.reading() as session:
+            head = current_version(session)
+            kind = kind or (asked[0] if asked else maintenance.due(session, self.settings.policy, utcnow()))
+        if kind is None:
+            return None
+        out = version_dir(self.state_dir, head.version + 1)
+        policy, method = self.settings.policy, self.settings.policy.method
+        log.info("%s of version %d into %s", kind, head.version, out)
+        if kind == "finetune":
+            maintenance.finetune_version(Path(head.path), out, policy)
+        else:
+            maintenance.retrain_version(Path(head.path), out, self.settings.ledger_url(), method,
+                                        self.settings.method_settings)
+        fault_point(f"worker:before-publish-{kind}")
+        try:
+            with self.ledger.writing() as session:
+                version = publish_version(session, parent=head.version, kind=kind, method=kind, path=str(out.resolve()),
+                                          sha256=folder_sha256(out), include_all_completed=kind == "retrain").version
+        except LineageConflict as err:
+            shutil.rmtree(out, ignore_errors=True)
+            log.warning("%s; the %s is dropped", err, kind)
+            return None
+        maintenance.done(self.state_dir, asked if kind == "retrain" else [kind])
+        if kind == "finetune":
+            maintenance.adopt_weights(out, method, self.settings.method_settings)
+        return version
 
     def run_once(self, stop: Optional[threading.Event] = None) -> int:
         """Apply one micro-batch, if any erasure is pending; returns how many erasures were claimed."""
@@ -247,10 +296,14 @@ def receipts_module():
 
 def evidence(outcome, applied: dict) -> dict:
     """What the batch's application showed, for the receipts of its erasures (written beside the model)."""
-    scores = {k: v for k, v in outcome.after.items() if k not in ("request_score_mean", "train_edges")}
+    scores = test_part(outcome.after)
     return {"erasures": sorted(str(i) for i in applied), "method": outcome.method, "request_edges": outcome.edges,
             "request_edge_score_before": outcome.before.get("request_score_mean"),
             "request_edge_score_after": outcome.after.get("request_score_mean"),
+            "nonedge_score": outcome.after.get("evidence_nonedge_score"),
+            "forget_rank_after": outcome.after.get("evidence_forget_rank"),
+            "mia_auc_after": outcome.after.get("evidence_mia_auc"),
+            "evidence_edges": outcome.after.get("evidence_audit_edges"),
             "test_metrics_before": {k: v for k, v in outcome.before.items() if k in scores}, "test_metrics_after":
             scores, "held_out_removed": outcome.held_out, "seconds": outcome.seconds,
             "reinitialised": outcome.reinitialised, "reference": "none yet"}
@@ -292,15 +345,29 @@ def settings_or_exit(config: Path) -> WorkerSettings:
 
 
 def worker_command(config: Path = typer.Option(..., help="service settings file (YAML) with `checkpoint`"),
-                   once: bool = typer.Option(False, help="apply every pending erasure, then exit")) -> None:
+                   once: bool = typer.Option(False, help="apply every pending erasure, then exit"),
+                   maintenance: Optional[str] = typer.Option(None, help="run this maintenance now (finetune or "
+                                                             "retrain), publish its version, then exit")) -> None:
     """Apply acknowledged erasures: unlearn them in micro-batches, publish model versions, issue receipts."""
     import signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = settings_or_exit(config)
+    if maintenance is not None and maintenance not in MAINTENANCE:
+        typer.echo(f"error: unknown maintenance {maintenance!r}; choose one of {', '.join(MAINTENANCE)}", err=True)
+        raise typer.Exit(2)
     ledger = open_ledger(settings.ledger_url())
     worker = Worker(settings, ledger)
     with worker.started():
+        if maintenance is not None:
+            from ..erasure import ErasureError
+            try:
+                version = worker.maintain(maintenance)
+            except ErasureError as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2)
+            typer.echo(f"{maintenance}: published version {version}")
+            return
         if once:
             while worker.run_once():
                 pass

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ..data.interactions import Dataset
 from ..models.base import Recommender
+from ..models.modal import ContentRecommender
+from ..models.registry import model_class
 from .checkpoint import load_checkpoint, read_meta
 from .config import RunConfig
 from .runs import train_and_save
@@ -26,8 +28,11 @@ def cache_root(root: str | Path | None = None) -> Path:
 
 def run_key(run: RunConfig, dataset: Dataset) -> str:
     train = run.train.model_dump(mode="json", exclude={"threads"})   # threads change speed, not the model
-    payload = json.dumps({"code": code_version(TRAINING_PACKAGES), "data": dataset.hash, "model": run.model.model_dump(mode="json"),
-                          "train": train}, sort_keys=True)
+    key = {"code": code_version(TRAINING_PACKAGES), "data": dataset.hash, "model": run.model.model_dump(mode="json"),
+           "train": train}
+    if issubclass(model_class(run.model.name), ContentRecommender):   # the item features it reads
+        key["content"] = dataset.content_hash
+    payload = json.dumps(key, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 

@@ -213,7 +213,7 @@ def load_checkpoint(path: str | Path, dataset: Dataset | None = None) -> tuple[R
 
     path = Path(path)
     run, dataset, meta = load_checkpoint_data(path, dataset)
-    model = build_model(run.model, dataset.n_users, dataset.n_items)
+    model = build_model(run.model, dataset.n_users, dataset.n_items, content=dataset)
     try:
         model.load_state_dict(_load_weights(path))
     except RuntimeError as err:

@@ -7,12 +7,15 @@ from pydantic import Field, model_validator
 
 from ..config import StrictConfig
 from ..eval.ranking import METRICS
+from ..models.freedom import FreedomConfig
 from ..models.lightgcn import LightGCNConfig
 from ..models.mf import MFConfig
 from ..models.sgl import SGLConfig
 from ..models.simgcl import SimGCLConfig
+from ..models.vbpr import VBPRConfig
 
-AnyModelConfig = Annotated[Union[MFConfig, LightGCNConfig, SGLConfig, SimGCLConfig], Field(discriminator="name")]
+AnyModelConfig = Annotated[Union[MFConfig, LightGCNConfig, SGLConfig, SimGCLConfig, FreedomConfig, VBPRConfig],
+                           Field(discriminator="name")]
 
 
 class TrainConfig(StrictConfig):
@@ -39,6 +42,22 @@ class DataConfig(StrictConfig):
                                                "files, in any supported format; `name` then only labels it")
     seed: int = Field(0, description="seed of the split where the dataset ships none")
     valid_ratio: float = Field(0.1, gt=0, lt=1, description="validation share carved from a shipped train set")
+    modalities: list[str] = Field([], description="computed item features to add: `text` (titles and genres "
+                                                  "through a local sentence-embedding model; MovieLens)")
+    feature_files: dict[str, str] = Field({}, description="your own item features: modality name -> .npy or "
+                                                          "Parquet file (see data/content.py)")
+    suppression: "SuppressionRef | None" = Field(None, description="the erasure service's suppression list "
+                                                                  "this data is filtered through (set by "
+                                                                  "`recunlearn train --ledger`)")
+
+
+class SuppressionRef(StrictConfig):
+    """Which suppression rows a ledger-backed run applied: loading its checkpoint applies exactly these again."""
+
+    ledger: str = Field(description="SQLAlchemy URL of the service's ledger, password hidden "
+                                    "(RECUNLEARN_LEDGER_URL overrides it)")
+    through_row: int = Field(ge=0, description="the last suppression row applied (rows are never changed)")
+    sha256: str = Field(description="of the applied list: a ledger that reads back otherwise is refused")
 
 
 class EvalConfig(StrictConfig):

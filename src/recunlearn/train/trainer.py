@@ -18,7 +18,7 @@ from ..data import sampling
 from ..data.split import require_splits
 from ..eval.ranking import evaluate
 from ..models.base import Recommender
-from ..models.registry import build_model
+from ..models.registry import attach_content, build_model
 from .checkpoint import load_tensors, save_checkpoint
 from .config import RunConfig
 
@@ -63,7 +63,9 @@ class Trainer:
         seed_everything(cfg.seed, cfg.deterministic)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        model = model or build_model(self.run.model, dataset.n_users, dataset.n_items)
+        # a given model (fine-tuning) takes the data's item features and withdrawals too
+        model = attach_content(model, dataset) if model is not None else \
+            build_model(self.run.model, dataset.n_users, dataset.n_items, content=dataset)
         model.attach(build_graph(dataset.train))
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         # Decays lr when validation stalls (None: constant lr).

@@ -107,7 +107,7 @@ class Unlearner(ABC):
         """Forget `request` (current training edges); timed up to the first answered query."""
         edges = request.edges if isinstance(request, Request) else request
         start = time.perf_counter()
-        residual = self._residual(edges)
+        residual = self._residual(edges, request if isinstance(request, Request) else None)
         result = self._unlearn(edges, residual)
         result.scorer.score_users(torch.zeros(1, dtype=torch.long))   # a queryable model: readout done
         result.seconds["wall"] = time.perf_counter() - start
@@ -129,19 +129,22 @@ class Unlearner(ABC):
         return UnlearnResult(scorer, residual, self.state.forgotten.union(edges), {}, self.kind, model, report)
 
     # --- requests ----------------------------------------------------------------------------------
-    def _residual(self, edges: Interactions) -> Dataset:
-        """The current data without `edges`, after checking that they are current training edges."""
-        self._check_request(edges)
-        return self.state.dataset.with_train(self.state.dataset.train.subtract(edges))
+    def _residual(self, edges: Interactions, request: Request | None = None) -> Dataset:
+        """The current data without `edges`, after checking that they are current training edges; a modality
+        constraint (a request with withdrawn feature rows, and possibly no edge) also withdraws those rows."""
+        withdraws = request is not None and bool(request.withdrawn)
+        self._check_request(edges, empty_ok=withdraws)
+        residual = self.state.dataset.with_train(self.state.dataset.train.subtract(edges))
+        return request.withdraw(residual) if withdraws else residual
 
-    def _check_request(self, edges: Interactions) -> None:
+    def _check_request(self, edges: Interactions, empty_ok: bool = False) -> None:
         if self.state is None:
             raise RuntimeError(f"{self.name}: call prepare(model, dataset) before unlearn()")
         train = self.state.dataset.train
         if (edges.n_users, edges.n_items) != (train.n_users, train.n_items):
             raise ValueError(f"the request spans {edges.n_users} users x {edges.n_items} items, the data "
                              f"{train.n_users} x {train.n_items}: it was made for another dataset")
-        if len(edges) == 0:
+        if len(edges) == 0 and not empty_ok:
             raise ValueError("the request is empty: nothing to forget")
         present = train.contains(edges.users, edges.items)
         if not present.all():

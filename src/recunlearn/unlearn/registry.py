@@ -22,6 +22,8 @@ UNLEARNERS: dict[str, str] = {
     "unlearnrec": "recunlearn.unlearn.unlearnrec:UnlearnRec",
     "influence": "recunlearn.unlearn.influence:Influence",
     "scif": "recunlearn.unlearn.influence:SCIF",
+    "reverse-bpr": "recunlearn.unlearn.reverse_bpr:ReverseBPR",
+    "cragru": "recunlearn.unlearn.cragru:CRAGRU",
 }
 
 

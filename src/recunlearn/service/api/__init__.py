@@ -11,7 +11,7 @@ from ..auth import TokenVerifier
 from ..ledger import Ledger, open_ledger
 from ..metrics import ServiceMetrics
 from ..settings import ServiceSettings
-from . import erasures, errors, health, receipts, recommendations, ui
+from . import admin, erasures, errors, health, receipts, recommendations, ui
 from .body_limit import BodySizeLimit
 
 
@@ -28,6 +28,7 @@ def create_app(settings: ServiceSettings, ledger: Optional[Ledger] = None) -> Fa
     app.include_router(erasures.router)
     app.include_router(receipts.router)
     app.include_router(recommendations.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(ui.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -1,0 +1,127 @@
+"""Scheduled maintenance of the published model (service.md, "Unlearning policy").
+
+- **Fine-tune**: a few epochs of the backbone's own training on the newest version's data, starting from its
+  weights, after `finetune_every` applied erasures or `finetune_interval_h` hours. Zero-shot updates add up;
+  fine-tuning brings the model back towards what training on the residual data gives. The method's working
+  state moves to the fine-tuned weights, so the next micro-batch continues from them.
+- **Retrain**: the root's run trained afresh on the data filtered through the ledger's suppression list (the
+  rows are recorded in the run config, so the checkpoint reloads the same data), every `retrain_interval_h`
+  hours; the policy's unlearner is prepared again on it before the version is published, and the version
+  lists every completed erasure.
+
+Each writes an unpublished version folder; `Worker` publishes it like a micro-batch's. `POST /v1/admin/...`
+asks for one now through a marker file in the state folder, which the folder's one worker reads.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Optional
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .ledger import Erasure, ModelVersion
+from .settings import Policy
+
+MAINTENANCE = ("finetune", "retrain")
+REQUESTS_DIR = "maintenance-requests"
+
+
+def request(state_dir: Path, kind: str) -> None:
+    """Ask the state folder's worker (in this process or another) to run `kind` at its next turn."""
+    if kind not in MAINTENANCE:
+        raise ValueError(f"unknown maintenance {kind!r}; choose one of {', '.join(MAINTENANCE)}")
+    folder = Path(state_dir) / REQUESTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / kind).touch()
+
+
+def requested(state_dir: Path) -> list[str]:
+    """The maintenance asked for and not run yet, a retrain first (it makes a fine-tune pointless)."""
+    folder = Path(state_dir) / REQUESTS_DIR
+    return [kind for kind in reversed(MAINTENANCE) if (folder / kind).is_file()]
+
+
+def done(state_dir: Path, kinds: list[str]) -> None:
+    for kind in kinds:
+        (Path(state_dir) / REQUESTS_DIR / kind).unlink(missing_ok=True)
+
+
+def due(session: Session, policy: Policy, now: datetime) -> Optional[str]:
+    """The maintenance the policy asks for now: "retrain", "finetune" or None."""
+    versions = session.scalars(select(ModelVersion).order_by(ModelVersion.version.desc())).all()
+    if not versions:
+        return None
+    trained = next(v for v in versions if v.kind in ("initial", "retrain"))
+    if now - trained.published_at >= timedelta(hours=policy.retrain_interval_h):
+        return "retrain"
+    refreshed = next(v for v in versions if v.kind in ("initial", "retrain", "finetune"))
+    if versions[0].version == refreshed.version:
+        return None                     # nothing applied since the last refresh
+    applied = session.scalar(select(func.count()).select_from(Erasure)
+                             .where(Erasure.model_version > refreshed.version))
+    if applied >= policy.finetune_every or now - refreshed.published_at >= timedelta(hours=policy.finetune_interval_h):
+        return "finetune"
+    return None
+
+
+def finetune_version(head: Path, out: Path, policy: Policy) -> None:
+    """Write to `out` the newest version `head` fine-tuned on its own data (`policy.finetune_epochs` epochs of
+    the backbone's training, no validation pass)."""
+    from ..erasure import ErasureError
+    from ..train.checkpoint import load_checkpoint, record_erasure, root_of, save_checkpoint
+    from ..train.runs import test_metrics
+    from ..train.trainer import Trainer
+
+    model, run, data, _ = load_checkpoint(head)
+    root = root_of(head)
+    if root.resolve() == Path(head).resolve():
+        raise ErasureError(f"{head} is a trained model with no erasure applied since: nothing to fine-tune")
+    tuned_run = run.model_copy(update={"train": run.train.model_copy(update={
+        "epochs": policy.finetune_epochs, "lr": policy.finetune_lr or run.train.lr})})
+    model, _ = Trainer(tuned_run, progress=False, validate=False).fit(data, model=model)
+    model.eval()
+    root_model, _, root_data, _ = load_checkpoint(root)
+    lineage = record_erasure(root, root_data, data, parent=head, method="finetune", root_model=root_model)
+    save_checkpoint(out, model, run, data, metrics={"test": test_metrics(model, data, run.eval.ks)}, lineage=lineage)
+
+
+def adopt_weights(version: Path, method: str, method_settings: list[str]) -> bool:
+    """Move `method`'s working state (in the root's store) to the weights of the published `version` (a
+    fine-tune of the model it continued), so that the next micro-batch starts from them. False when the
+    method keeps no such state."""
+    from ..erasure import continue_unlearner, method_state_dir
+    from ..train.checkpoint import load_checkpoint, root_of
+
+    model, run, data, _ = load_checkpoint(version)
+    root = root_of(version)
+    state = method_state_dir(root, method, data.hash)
+    if not (state / "unlearner.json").is_file():
+        return False
+    unlearner = continue_unlearner(method, version, root, data, method_settings, run)
+    current = unlearner.state.model
+    if current is None or current is unlearner.original:
+        return False
+    current.load_state_dict(model.state_dict())
+    current.invalidate()
+    unlearner.save(state)
+    return True
+
+
+def retrain_version(head: Path, out: Path, ledger_url: str, method: str, method_settings: list[str]) -> int:
+    """Write to `out` the root's run trained on the suppression-filtered data, with `method` prepared on it
+    (its preparation reset); returns the last suppression row applied."""
+    from ..erasure import method_state_dir
+    from ..train.checkpoint import load_checkpoint, load_checkpoint_data, root_of
+    from ..train.inputs import load_data, with_ledger
+    from ..train.runs import train_and_save
+    from ..unlearn.registry import build_unlearner, unlearner_class
+
+    run, listed = with_ledger(load_checkpoint_data(root_of(head))[0], ledger_url)
+    train_and_save(run, load_data(run.data), out, progress=False)
+    if unlearner_class(method).has_preparation():
+        model, _, data, _ = load_checkpoint(out)
+        unlearner = build_unlearner(method, method_settings, run=run, progress=False).prepare(model, data)
+        unlearner.save(method_state_dir(out, method, data.hash))
+    return listed.through_row
