@@ -8,6 +8,7 @@ hashes, counts), never a copy of the erased interactions. SQLite by default; any
 from __future__ import annotations
 
 import contextlib
+import threading
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -181,6 +182,12 @@ class Ledger:
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writing_sessions = sessionmaker(writer, expire_on_commit=False)
+        # SQLite has one writer. Threads of this process (the API's, the worker's) queue for it here, in
+        # order, instead of in SQLite's busy handler, which sleeps with growing back-off and lets a waiter
+        # lose the race again and again under many concurrent writers. Other processes still meet the busy
+        # handler.
+        sqlite = self.engine.dialect.name == "sqlite"
+        self._write_turn = threading.RLock() if sqlite else contextlib.nullcontext()
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Session]:
@@ -190,7 +197,7 @@ class Ledger:
     @contextlib.contextmanager
     def writing(self) -> Iterator[Session]:
         """A session whose changes are committed when the block ends normally (rolled back otherwise)."""
-        with self._writing_sessions() as session, session.begin():
+        with self._write_turn, self._writing_sessions() as session, session.begin():
             yield session
 
     def dispose(self) -> None:
