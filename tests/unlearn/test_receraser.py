@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from recunlearn.data import sampling
-from recunlearn.data.interactions import Interactions
 from recunlearn.train.config import RunConfig
 from recunlearn.train.trainer import Trainer
 from recunlearn.unlearn.receraser import (Aggregator, RecEraser, RecEraserScorer, _greedy_assign, balanced_kmeans,
                                           partition_edges)
 from recunlearn.unlearn.sisa import assign_shards, shard_seed
+from shard_helpers import from_shards, identical
 
 RUN = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16},
                                 "train": {"epochs": 6, "batch_size": 64, "lr": 0.02, "patience": 2}})
@@ -53,27 +53,6 @@ def prepare(original, **config) -> RecEraser:
 
 def weights(module) -> dict[str, torch.Tensor] | None:
     return None if module is None else {k: v.clone() for k, v in module.state_dict().items()}
-
-
-def identical(a: dict | None, b: dict | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def from_shards(eraser: RecEraser, data, shards: tuple[int, ...], per_shard: int) -> Interactions:
-    """A request of `per_shard` edges from each of `shards` (and none from the other shards)."""
-    rng = np.random.default_rng(7)
-    picked = []
-    for shard in shards:
-        edges = eraser.shard_edges(shard, data.train)
-        mask = np.zeros(len(edges), dtype=bool)
-        mask[rng.choice(len(edges), size=per_shard, replace=False)] = True
-        picked.append(edges.select(mask))
-    request = picked[0]
-    for part in picked[1:]:
-        request = request.union(part)
-    return request
 
 
 @pytest.fixture

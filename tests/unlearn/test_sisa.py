@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from recunlearn.data.interactions import Interactions
 from recunlearn.models.registry import build_model
 from recunlearn.train.config import RunConfig
 from recunlearn.train.trainer import Trainer
 from recunlearn.unlearn.sisa import ShardEnsemble, Sisa, assign_shards, shard_seed
+from shard_helpers import from_shards, identical
 
 RUN = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16},
                                 "train": {"epochs": 6, "batch_size": 64, "lr": 0.02, "patience": 2}})
@@ -40,24 +40,6 @@ def prepare(data, **config) -> Sisa:
 
 def weights(scorer: ShardEnsemble) -> list[dict[str, torch.Tensor] | None]:
     return [None if m is None else {k: v.clone() for k, v in m.state_dict().items()} for m in scorer.models]
-
-
-def identical(a: dict | None, b: dict | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def from_shards(sisa: Sisa, data, shards: tuple[int, ...], per_shard: int) -> Interactions:
-    """A request of `per_shard` edges from each of `shards` (and none from the other shards)."""
-    rng = np.random.default_rng(7)
-    picked = []
-    for shard in shards:
-        edges = sisa.shard_edges(shard, data.train)
-        mask = np.zeros(len(edges), dtype=bool)
-        mask[rng.choice(len(edges), size=per_shard, replace=False)] = True
-        picked.append(edges.select(mask))
-    return picked[0].union(picked[1]) if len(picked) == 2 else picked[0]
 
 
 @pytest.fixture
