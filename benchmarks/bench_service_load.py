@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,13 +57,13 @@ def small_model(folder: Path) -> Path:
 
 
 def erasure_pairs(checkpoint: Path, n: int, seed: int) -> list[list[str]]:
-    """n distinct training pairs (original ids), at most one per user, so that every erasure removes one edge."""
+    """n distinct training pairs (original ids), so that every erasure removes one edge: one per user while the
+    data has at least n users with training edges, else n drawn at random."""
     from recunlearn.train.checkpoint import load_checkpoint_data
     _, data, _ = load_checkpoint_data(checkpoint)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data.train))
-    users, items = data.train.users[order], data.train.items[order]
-    first = np.unique(users, return_index=True)[1]
+    first = np.unique(data.train.users[order], return_index=True)[1]
     chosen = order[first] if len(first) >= n else order[:n]
     chosen = rng.permutation(chosen)[:n]
     u, i = data.user_ids.label(data.train.users[chosen]), data.item_ids.label(data.train.items[chosen])

@@ -12,7 +12,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 from recunlearn.bench.suite import load_suite
