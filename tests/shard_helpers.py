@@ -5,6 +5,12 @@ import numpy as np
 import torch
 
 from recunlearn.data.interactions import Interactions
+from recunlearn.train.config import RunConfig
+
+# The backbone each shard trains in the shard tests: seconds on the generated graphs.
+SHARD_RUN = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16},
+                                      "train": {"epochs": 6, "batch_size": 64, "lr": 0.02, "patience": 2}})
+SHARDS = 4
 
 
 def identical(a: dict | None, b: dict | None) -> bool:

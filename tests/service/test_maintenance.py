@@ -8,7 +8,6 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from sqlalchemy import select

@@ -20,7 +20,10 @@ def synthetic():
     return synthetic_dataset
 
 
-
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """A model cache of the test's own (`pytestmark = pytest.mark.usefixtures("private_cache")`)."""
+    monkeypatch.setenv("RECUNLEARN_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="session")

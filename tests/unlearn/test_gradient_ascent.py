@@ -12,13 +12,10 @@ from recunlearn.train.config import RunConfig
 from recunlearn.unlearn.gradient_ascent import GradientAscent, forget_triples
 from recunlearn.unlearn.retrain import Retrain
 
+pytestmark = pytest.mark.usefixtures("private_cache")
+
 RUN = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16},
                                 "train": {"epochs": 30, "batch_size": 128, "lr": 0.02, "patience": 30}})
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECUNLEARN_CACHE", str(tmp_path / "cache"))
 
 
 def request_of(data, n: int, seed: int, exclude=None):

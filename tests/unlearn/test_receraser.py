@@ -10,21 +10,14 @@ import pytest
 import torch
 
 from recunlearn.data import sampling
-from recunlearn.train.config import RunConfig
 from recunlearn.train.trainer import Trainer
 from recunlearn.unlearn.receraser import (Aggregator, RecEraser, RecEraserScorer, _greedy_assign, balanced_kmeans,
                                           partition_edges)
 from recunlearn.unlearn.sisa import assign_shards, shard_seed
-from shard_helpers import from_shards, identical
+from shard_helpers import SHARD_RUN, SHARDS, from_shards, identical
 
-RUN = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16},
-                                "train": {"epochs": 6, "batch_size": 64, "lr": 0.02, "patience": 2}})
-SHARDS = 4
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECUNLEARN_CACHE", str(tmp_path / "cache"))
+RUN = SHARD_RUN
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from recunlearn.bench.measure import takedown_in_top
-from recunlearn.data.requests import Request, item_request, modality_request, user_request
+from recunlearn.data.requests import item_request, modality_request, user_request
 from recunlearn.eval.ranking import evaluate
 from recunlearn.models.registry import attach_content
 from recunlearn.train.config import RunConfig

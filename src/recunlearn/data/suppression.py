@@ -52,7 +52,7 @@ def read_suppression(url: str, through_row: int | None = None) -> SuppressionLis
             rows = connection.execute(text(f"SELECT id, kind, user_id, item_id FROM suppression{limit} ORDER BY id"),
                                       {"through": through_row}).all()
     except SQLAlchemyError as err:
-        raise DataError(f"cannot read the suppression list from the ledger {_safe(url)}: "
+        raise DataError(f"cannot read the suppression list from the ledger {safe_url(url)}: "
                         f"{str(err.orig if getattr(err, 'orig', None) else err).splitlines()[0]} (is the URL right? "
                         f"set {LEDGER_URL_ENV} to the ledger's URL if it moved or needs a password)") from None
     finally:
@@ -65,17 +65,13 @@ def read_suppression(url: str, through_row: int | None = None) -> SuppressionLis
                            last if through_row is None else through_row)
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
+    """The URL to record with a run or show in a message: its password hidden."""
     from sqlalchemy.engine import make_url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:        # not a URL at all: show it as given
         return repr(url)
-
-
-def safe_url(url: str) -> str:
-    """The URL to record with a run: its password hidden."""
-    return _safe(url)
 
 
 def apply_suppression(dataset: Dataset, suppression: SuppressionList) -> Dataset:
