@@ -85,7 +85,7 @@ def forgetting_evidence(scorer, forgotten, residual: Dataset, seed: int) -> dict
     """What the unlearned model shows of the request, without a retrained reference: the mean score of
     same-user non-edges (what a forgotten edge should look like), the forgotten items' mean percentile rank
     among their users' unmasked items, and the membership-inference AUC against held-out edges when the
-    request is large enough (`EVIDENCE_*` keys; the receipt's `nonedge_score`, `forget_rank_after`,
+    request is large enough (the `evidence_*` keys; the receipt's `nonedge_score`, `forget_rank_after`,
     `mia_auc_after`)."""
     found = audit(scorer, forgotten, residual.train, residual.test, valid=residual.valid, seed=seed,
                   max_users=EVIDENCE_MAX_USERS)

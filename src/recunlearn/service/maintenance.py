@@ -70,20 +70,19 @@ def finetune_version(head: Path, out: Path, policy: Policy) -> None:
     """Write to `out` the newest version `head` fine-tuned on its own data (`policy.finetune_epochs` epochs of
     the backbone's training, no validation pass)."""
     from ..erasure import ErasureError
-    from ..train.checkpoint import load_checkpoint, record_erasure, root_of, save_checkpoint
+    from ..train.checkpoint import load_checkpoint, save_checkpoint
     from ..train.runs import test_metrics
     from ..train.trainer import Trainer
 
-    model, run, data, _ = load_checkpoint(head)
-    root = root_of(head)
-    if root.resolve() == Path(head).resolve():
+    model, run, data, meta = load_checkpoint(head)
+    if "lineage" not in meta:
         raise ErasureError(f"{head} is a trained model with no erasure applied since: nothing to fine-tune")
     tuned_run = run.model_copy(update={"train": run.train.model_copy(update={
         "epochs": policy.finetune_epochs, "lr": policy.finetune_lr or run.train.lr})})
     model, _ = Trainer(tuned_run, progress=False, validate=False).fit(data, model=model)
     model.eval()
-    root_model, _, root_data, _ = load_checkpoint(root)
-    lineage = record_erasure(root, root_data, data, parent=head, method="finetune", root_model=root_model)
+    # The same data as `head`: its lineage (root, erasure record, hashes) holds, with `head` as the parent.
+    lineage = {**meta["lineage"], "parent": str(Path(head).resolve()), "method": "finetune"}
     save_checkpoint(out, model, run, data, metrics={"test": test_metrics(model, data, run.eval.ks)}, lineage=lineage)
 
 
