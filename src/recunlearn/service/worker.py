@@ -177,6 +177,9 @@ class Worker:
             kind = kind or (asked[0] if asked else maintenance.due(session, self.settings.policy, utcnow()))
         if kind is None:
             return None
+        if kind == "finetune" and head.kind in ("initial", "retrain"):
+            maintenance.done(self.state_dir, ["finetune"])     # no erasure applied since: nothing to fine-tune
+            return None
         out = version_dir(self.state_dir, head.version + 1)
         policy, method = self.settings.policy, self.settings.policy.method
         log.info("%s of version %d into %s", kind, head.version, out)
@@ -186,10 +189,11 @@ class Worker:
             maintenance.retrain_version(Path(head.path), out, self.settings.ledger_url(), method,
                                         self.settings.method_settings)
         fault_point(f"worker:before-publish-{kind}")
+        digest = folder_sha256(out)      # before the write transaction: hashing holds no lock
         try:
             with self.ledger.writing() as session:
                 version = publish_version(session, parent=head.version, kind=kind, method=kind, path=str(out.resolve()),
-                                          sha256=folder_sha256(out), include_all_completed=kind == "retrain").version
+                                          sha256=digest, include_all_completed=kind == "retrain").version
         except LineageConflict as err:
             shutil.rmtree(out, ignore_errors=True)
             log.warning("%s; the %s is dropped", err, kind)
@@ -239,10 +243,11 @@ class Worker:
             return
         write_json(out / EVIDENCE_FILE, evidence(outcome, applied))
         fault_point("worker:before-publish")
+        digest = folder_sha256(out)      # before the write transaction: hashing holds no lock
         try:
             with self.ledger.writing() as session:
                 publish_version(session, parent=head.version, kind="unlearn", method=outcome.method, path=str(
-                    out.resolve()), sha256=folder_sha256(out), worker=self.name, applied=applied)
+                    out.resolve()), sha256=digest, worker=self.name, applied=applied)
                 self._mark_each_failed(session, failed)
         except (LineageConflict, ClaimLost) as err:   # another worker moved on: never publish this folder
             shutil.rmtree(out, ignore_errors=True)
