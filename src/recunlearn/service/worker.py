@@ -371,7 +371,8 @@ def worker_command(config: Path = typer.Option(..., help="service settings file 
             except ErasureError as err:
                 typer.echo(f"error: {err}", err=True)
                 raise typer.Exit(2)
-            typer.echo(f"{maintenance}: published version {version}")
+            typer.echo(f"{maintenance}: published version {version}" if version is not None else
+                       f"{maintenance}: nothing to do (no erasure applied since the model was trained)")
             return
         if once:
             while worker.run_once():
