@@ -51,19 +51,20 @@ def accept(ledger: Ledger, request: ErasureRequest, key: Optional[str], policy: 
         raise UnknownSubject(subject, unknown)
     action = "suppress" if len(unknown) == len(subject.ids) else "erase"
 
-    def write() -> tuple[Erasure, bool]:
-        with ledger.writing() as session:
-            earlier = find_earlier(session, request, key, digest)
-            if earlier is not None:
-                return earlier, True
-            return record(session, request, subject, key, digest, action, policy), False
+    def write(session: Session) -> tuple[Erasure, bool]:
+        earlier = find_earlier(session, request, key, digest)
+        if earlier is not None:
+            return earlier, True
+        return record(session, request, subject, key, digest, action, policy), False
 
+    # Committed together with the other acknowledgements waiting at the same moment: one durable commit for
+    # many requests instead of one each.
     try:
-        return write()
+        return ledger.write_grouped(write)
     except IntegrityError:
         if key is None and request.subject_request_id is None:
             raise
-        return write()   # a concurrent request took the key after our check (PostgreSQL): replay it now
+        return ledger.write_grouped(write)   # another process took the key after our check: replay it now
 
 
 def find_earlier(session: Session, request: ErasureRequest, key: Optional[str], digest: str) -> Optional[Erasure]:
