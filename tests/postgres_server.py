@@ -65,3 +65,20 @@ def throwaway_server() -> Iterator[str]:
                            f"{err.stderr.strip() or err.stdout.strip()}") from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def drop_everything(url: str) -> None:
+    """Leave the database empty for the next test: the ledger's tables, Alembic's and the trigger function."""
+    from sqlalchemy import create_engine, text
+
+    from recunlearn.service.ledger import Base
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for table in reversed(Base.metadata.sorted_tables):
+                connection.execute(text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
+            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+            connection.execute(text("DROP FUNCTION IF EXISTS suppression_is_permanent() CASCADE"))
+    finally:
+        engine.dispose()

@@ -2,6 +2,8 @@
 a token per scope, and a snapshot of every ledger table (to show that a refused request changed nothing)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -12,6 +14,8 @@ from recunlearn.service.auth import SCOPES, create_token
 from recunlearn.service.ledger import Base, Ledger, open_ledger
 from recunlearn.service.settings import ServiceSettings
 from recunlearn.service.subjects import Subject
+
+from postgres_server import URL_ENV, throwaway_server
 
 KNOWN_USERS = {"1", "2", "3", "u-42"}
 KNOWN_ITEMS = {"10", "20", "30"}
@@ -119,3 +123,14 @@ def trained(data_root, tmp_path_factory, isolated_model_cache, isolated_locks):
 def data(trained):
     from recunlearn.train.checkpoint import load_checkpoint
     return load_checkpoint(trained)[2]
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """A real PostgreSQL server for this run: a throwaway cluster from the machine's binaries, or the empty
+    database named by RECUNLEARN_TEST_POSTGRES."""
+    if os.environ.get(URL_ENV):
+        yield os.environ[URL_ENV]
+        return
+    with throwaway_server() as url:
+        yield url

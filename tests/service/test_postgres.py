@@ -4,7 +4,6 @@ cluster started from the machine's PostgreSQL binaries for this module, or the e
 RECUNLEARN_TEST_POSTGRES."""
 from __future__ import annotations
 
-import os
 import threading
 
 import pytest
@@ -17,28 +16,15 @@ from recunlearn.service.settings import Policy
 from recunlearn.service.versions import LineageConflict, publish_version
 from recunlearn.service.work_queue import claim_pending
 
-from postgres_server import URL_ENV, throwaway_server
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    if os.environ.get(URL_ENV):
-        yield os.environ[URL_ENV]
-        return
-    with throwaway_server() as url:
-        yield url
+from postgres_server import drop_everything
 
 
 @pytest.fixture
-def pg_ledger(postgres_url):
-    ledger = open_ledger(postgres_url)
+def pg_ledger(postgres_server_url):
+    ledger = open_ledger(postgres_server_url)
     yield ledger
-    with ledger.engine.begin() as connection:   # leave the database empty for the next test
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
-        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        connection.execute(text("DROP FUNCTION IF EXISTS suppression_is_permanent() CASCADE"))
     ledger.dispose()
+    drop_everything(postgres_server_url)
 
 
 def test_migrations_match_the_orm_on_postgresql(pg_ledger):

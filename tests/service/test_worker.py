@@ -25,6 +25,8 @@ from recunlearn.service.subjects import dataset_resolver
 from recunlearn.service.worker import Worker, WorkerSettings
 from recunlearn.train.checkpoint import load_checkpoint
 
+from postgres_server import drop_everything
+
 HAS_RECEIPTS = importlib.util.find_spec("recunlearn.service.receipts") is not None
 FAULTS = ["worker:after-claim", "worker:before-publish", "worker:after-publish", "worker:after-receipts"]
 
@@ -32,9 +34,9 @@ FAULTS = ["worker:after-claim", "worker:before-publish", "worker:after-publish",
 pytestmark = pytest.mark.usefixtures("isolated_model_cache", "isolated_locks")
 
 
-def make_service(tmp_path: Path, trained: Path):
-    settings = WorkerSettings(state_dir=tmp_path / "state", checkpoint=trained,
-                              policy={"batch_window_s": 0.01, "method": "unlearnrec"})
+def make_service(tmp_path: Path, trained: Path, database_url: str | None = None, **policy):
+    settings = WorkerSettings(state_dir=tmp_path / "state", checkpoint=trained, database_url=database_url,
+                              policy={"batch_window_s": 0.01, "method": "unlearnrec", **policy})
     config = tmp_path / "service.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude={"subject_resolver"})))
     return settings, open_ledger(settings.ledger_url()), config
@@ -53,12 +55,21 @@ def some_pairs(data, user: str, n: int = 2) -> list[list[str]]:
     return [[user, str(data.item_ids.label([i])[0])] for i in items]
 
 
-def worker_process(config: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+def start_worker(config: Path, fault: str | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RECUNLEARN_FAULT"}
     if fault:
         env["RECUNLEARN_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "recunlearn.service.worker", "--config", str(config), "--once"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen([sys.executable, "-m", "recunlearn.service.worker", "--config", str(config), "--once"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def worker_process(config: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+    return finish(start_worker(config, fault))
 
 
 # ------------------------------------------------------------------------------------------- invariants
@@ -224,4 +235,35 @@ def test_a_worker_killed_at_each_step_completes_every_erasure_exactly_once(tmp_p
     assert versions == [1, 2]     # the killed batch was published once, or not at all and then once
     if fault == "worker:before-publish":
         assert "removed unpublished model version folder" in restarted.stderr
+    ledger.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request):
+    """None (the state folder's SQLite file) or a fresh database on a throwaway PostgreSQL server."""
+    if request.param == "sqlite":
+        yield None
+        return
+    server = request.getfixturevalue("postgres_server_url")
+    yield server
+    drop_everything(server)
+
+
+def test_several_workers_take_turns_and_take_over_a_dead_workers_batch(tmp_path, trained, data, ledger_url):
+    settings, ledger, config = make_service(tmp_path, trained, ledger_url, batch_size=2)
+    ids = [acknowledge(ledger, settings, data, user=str(user)) for user in range(60, 68)]
+    dead = worker_process(config, "worker:before-publish")      # dies holding a claim and a model folder
+    assert dead.returncode == -9, dead.stderr[-2000:]
+    first, second = start_worker(config), start_worker(config)   # two at once on one ledger and state folder
+    done = [finish(first), finish(second)]
+    assert [d.returncode for d in done] == [0, 0], [d.stderr[-2000:] for d in done]
+    log = "".join(d.stderr for d in done)
+    assert "requeued 2 erasures claimed by a worker that died" in log
+    assert "removed unpublished model version folder" in log
+    assert "LineageConflict" not in log and "goes back to the queue" not in log   # turns, not races
+    with ledger.reading() as session:
+        versions = session.scalars(select(ModelVersion.version).order_by(ModelVersion.version)).all()
+    assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 1 + len(ids) // 2
+    assert log.count("published version") == len(versions) - 1     # each version published by one worker, once
+    assert_invariants(settings, ledger, ids)
     ledger.dispose()

@@ -2,8 +2,15 @@
 published model version, publishes the result as the next version, and issues one signed receipt per erasure.
 
 Every step can be interrupted (`kill -9`; the tests do it at each fault point). The ledger row of a version is
-its publication, so `recover()` at start gives claims back, deletes version folders the ledger does not list
-and issues receipts still missing; the erasures are then applied again from the last published version.
+its publication, so recovery gives claims back, deletes version folders the ledger does not list and issues
+receipts still missing; the erasures are then applied again from the last published version.
+
+Several workers may share one ledger and one state folder (`recunlearn service worker` more than once, on one
+machine or with RECUNLEARN_LOCKS on a filesystem that shares flock locks). The lineage is one line, so they take
+turns: a worker claims, applies and publishes a batch (or runs maintenance) while holding the state folder's
+turn, then signs receipts outside it while the next worker applies. Whoever takes the turn first recovers what
+a holder that died left behind: inside the turn, every in-progress claim and every unlisted version folder is a
+dead worker's. Several workers buy failover and overlap receipts with application, not parallel unlearning.
 Run it with `python -m recunlearn.service.worker --config service.yaml [--once]`."""
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from sqlalchemy import func, select
 from ..data.interactions import DataError, Dataset, Interactions
 from ..data.requests import Request
 from ..erasure import apply_request, test_part
-from ..storage import exclusive, fault_point
+from ..storage import StorageError, exclusive, fault_point
 from .ledger import Erasure, Ledger, ModelVersion, open_ledger, utcnow
 from . import maintenance
 from .maintenance import MAINTENANCE
@@ -40,6 +47,7 @@ from .work_queue import ClaimLost, claim_pending, mark_failed, requeue_in_progre
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 MAINTENANCE_RETRY_S = 3600.0
+TURN_POLL_S = 0.05     # how often a worker waiting for the turn tries again
 
 
 class WorkerSettings(ServiceSettings):
@@ -117,16 +125,35 @@ class Worker:
 
     @contextlib.contextmanager
     def started(self) -> Iterator["Worker"]:
-        """Hold the state folder's versions lock (one worker per state folder) and recover first."""
+        """Recover (in the turn) and issue missing receipts before any work."""
+        with self.turn():
+            pass
+        self.issue_missing_receipts()
+        yield self
+
+    @contextlib.contextmanager
+    def turn(self, stop: Optional[threading.Event] = None) -> Iterator[bool]:
+        """Hold the state folder's turn (waiting for it while another worker holds it) and recover what a dead
+        holder left; yields False, holding nothing, when `stop` is set while waiting."""
         versions = self.state_dir / "versions"
         versions.mkdir(parents=True, exist_ok=True)
-        with exclusive(versions, f"worker {self.name}"):
+        while True:
+            held = contextlib.ExitStack()
+            try:
+                held.enter_context(exclusive(versions, f"worker {self.name}"))
+                break
+            except StorageError:   # another worker holds the turn
+                if stop is not None and stop.is_set():
+                    yield False
+                    return
+                time.sleep(TURN_POLL_S)
+        with held:
             self.recover()
-            yield self
+            yield True
 
     def recover(self) -> None:
-        """Give back claims of dead workers, register the initial model, delete unpublished version folders
-        and issue missing receipts. Only one worker may use a state folder (its lock is held by `started`)."""
+        """Give back the claims of dead workers, register the initial model and delete unpublished version
+        folders. Call holding the turn: then every in-progress claim and unlisted folder is a dead worker's."""
         with self.ledger.writing() as session:
             requeued = requeue_in_progress(session)
             if current_version(session) is None:
@@ -135,8 +162,7 @@ class Worker:
         for message in remove_unpublished(self.state_dir, published):
             log.warning(message)
         if requeued:
-            log.warning("requeued %d erasures claimed before a restart", requeued)
-        self.issue_missing_receipts()
+            log.warning("requeued %d erasures claimed by a worker that died", requeued)
 
     def _register_initial(self, session) -> None:
         checkpoint = Path(self.settings.checkpoint).resolve()
@@ -153,7 +179,7 @@ class Worker:
                 claimed = 0
             if time.monotonic() >= self._maintenance_paused_until:
                 try:
-                    self.maintain()
+                    self.maintain(stop=stop)
                 except Exception:   # retried an hour later (or at once when an admin asks)
                     log.exception("scheduled maintenance failed")
                     self._maintenance_paused_until = time.monotonic() + MAINTENANCE_RETRY_S
@@ -167,10 +193,22 @@ class Worker:
         maintenance.request(self.state_dir, kind)
         self._maintenance_paused_until = 0.0
 
-    def maintain(self, kind: Optional[str] = None) -> Optional[int]:
+    def maintain(self, kind: Optional[str] = None, stop: Optional[threading.Event] = None) -> Optional[int]:
         """Run `kind`, else a requested maintenance, else what the policy says is due, and publish its version
         (the number is returned; None when nothing was due). Erasures wait meanwhile: their subjects are
         suppressed from acknowledgement on, and a retrain's data already excludes them."""
+        if kind is None and not self._maintenance_wanted():   # checked before waiting for the turn
+            return None
+        with self.turn(stop) as held:
+            return self._maintain(kind) if held else None
+
+    def _maintenance_wanted(self) -> bool:
+        if maintenance.requested(self.state_dir):
+            return True
+        with self.ledger.reading() as session:
+            return maintenance.due(session, self.settings.policy, utcnow()) is not None
+
+    def _maintain(self, kind: Optional[str]) -> Optional[int]:
         asked = maintenance.requested(self.state_dir)
         with self.ledger.reading() as session:
             head = current_version(session)
@@ -213,16 +251,22 @@ class Worker:
             return 0
         if waiting < policy.batch_size:   # let the batch fill for one window
             (stop.wait if stop else time.sleep)(policy.batch_window_s)
-        with self.ledger.writing() as session:
-            rows = claim_pending(session, self.name, policy.batch_size)
-        fault_point("worker:after-claim")
-        if rows:
-            try:
-                self._apply(rows)
-            except Exception as err:   # one batch's failure never stops the loop
-                log.exception("micro-batch of %d erasures failed", len(rows))
-                with self.ledger.writing() as session:
-                    mark_failed(session, self.name, [r.id for r in rows], f"{type(err).__name__}: {err}")
+        with self.turn(stop) as held:
+            if not held:
+                return 0
+            with self.ledger.writing() as session:
+                rows = claim_pending(session, self.name, policy.batch_size)
+            fault_point("worker:after-claim")
+            if rows:
+                try:
+                    self._apply(rows)
+                except Exception as err:   # one batch's failure never stops the loop
+                    log.exception("micro-batch of %d erasures failed", len(rows))
+                    with self.ledger.writing() as session:
+                        mark_failed(session, self.name, [r.id for r in rows], f"{type(err).__name__}: {err}")
+        if rows:   # outside the turn: the next worker applies its batch meanwhile
+            self._sweep_receipts()
+            fault_point("worker:after-receipts")
         return len(rows)
 
     def _apply(self, rows: list[Erasure]) -> None:
@@ -239,7 +283,6 @@ class Worker:
             with self.ledger.writing() as session:
                 complete_on_version(session, version=head.version, worker=self.name, applied=applied)
                 self._mark_each_failed(session, failed)
-            self._sweep_receipts()
             return
         write_json(out / EVIDENCE_FILE, evidence(outcome, applied))
         fault_point("worker:before-publish")
@@ -255,9 +298,8 @@ class Worker:
             with self.ledger.writing() as session:
                 requeue_in_progress(session, worker=self.name)
             return
+        log.info("published version %d: %d erasures applied by %s", head.version + 1, len(applied), self.name)
         fault_point("worker:after-publish")
-        self._sweep_receipts()
-        fault_point("worker:after-receipts")
 
     def _sweep_receipts(self) -> None:
         try:
