@@ -14,6 +14,10 @@ from ..models.sgl import SGLConfig
 from ..models.simgcl import SimGCLConfig
 from ..models.vbpr import VBPRConfig
 
+# Backbones whose training loss is a mean of per-triple terms (BPR, L2 on the triple's rows, content BPR): the
+# loss of a slice of a batch, weighted by the slice's share, sums to the batch's, which data parallelism needs.
+PER_TRIPLE_LOSS_MODELS = frozenset({"mf", "lightgcn", "freedom", "vbpr"})
+
 AnyModelConfig = Annotated[Union[MFConfig, LightGCNConfig, SGLConfig, SimGCLConfig, FreedomConfig, VBPRConfig],
                            Field(discriminator="name")]
 
@@ -32,8 +36,20 @@ class TrainConfig(StrictConfig):
     min_lr: float = Field(0.0, ge=0, description="lr never decays below this")
     metric: str = Field("Recall@20", description="validation metric that early stopping follows")
     seed: int = 0
-    threads: int | None = Field(None, ge=1, description="torch threads (default: torch's own choice)")
+    threads: int | None = Field(None, ge=1, description="torch threads (default: torch's own choice; with "
+                                "nproc > 1, torch's choice shared out between the processes)")
     deterministic: bool = False
+    nproc: int = Field(1, ge=1, description="data-parallel processes (torch.distributed ranks, gloo on CPU): "
+                       "each takes a slice of every batch and gradients are averaged, so a step is the "
+                       "one-process step up to float summation order; 1 = the plain loop")
+
+    @model_validator(mode="after")
+    def _every_rank_has_a_slice(self) -> "TrainConfig":
+        if self.nproc > self.batch_size:
+            raise ValueError(f"train.nproc={self.nproc} processes need train.batch_size >= {self.nproc} (each "
+                             f"takes a slice of every batch), not {self.batch_size}: lower the number of processes "
+                             "or raise train.batch_size")
+        return self
 
 
 class DataConfig(StrictConfig):
@@ -80,6 +96,17 @@ class RunConfig(StrictConfig):
         if isinstance(data, dict) and isinstance(data.get("model"), dict) and "name" not in data["model"]:
             data = {**data, "model": {"name": LightGCNConfig().name, **data["model"]}}
         return data
+
+    @model_validator(mode="after")
+    def _loss_splits_over_ranks(self) -> "RunConfig":
+        """Data parallelism computes the loss per slice of a batch: only a mean over the batch's triples splits."""
+        if self.train.nproc > 1 and self.model.name not in PER_TRIPLE_LOSS_MODELS:
+            raise ValueError(f"train.nproc={self.train.nproc}: {self.model.name}'s loss is not a mean over the "
+                             "batch's triples (a contrastive term compares the batch's users and items with one "
+                             "another), so a slice's loss is not its share of the batch's; train "
+                             f"{self.model.name} with one process (train.nproc=1), or data-parallel one of "
+                             f"{', '.join(sorted(PER_TRIPLE_LOSS_MODELS))}")
+        return self
 
     @model_validator(mode="after")
     def _metric_is_computed(self) -> "RunConfig":

@@ -10,6 +10,7 @@ from ..eval.ranking import evaluate
 from ..models.base import Recommender
 from .checkpoint import save_checkpoint
 from .config import RunConfig
+from .distributed import Ranks
 from .trainer import Trainer, data_source
 
 
@@ -19,13 +20,18 @@ def test_metrics(model: Recommender, dataset: Dataset, ks=(10, 20)) -> dict:
 
 
 def train_and_save(run: RunConfig, dataset: Dataset, out: str | Path, progress: bool = True,
-                   resume: bool = False) -> dict:
+                   resume: bool = False, ranks: Ranks | None = None) -> dict:
     """Train, then write the checkpoint with its validation and test metrics. Data with an empty split fails
-    before any training; metrics that come out NaN fail before the run is marked complete."""
+    before any training; metrics that come out NaN fail before the run is marked complete.
+
+    `ranks`: this process is one of the ranks torchrun started; the others return after training (an empty
+    dict) and rank 0 evaluates and writes. Without it, `run.train.nproc > 1` trains on that many local ranks."""
     source = data_source(run, dataset)
     require_splits(dataset, source=source)
-    trainer = Trainer(run, progress=progress, checkpoint_dir=out)
+    trainer = Trainer(run, progress=progress, checkpoint_dir=out, ranks=ranks)
     model, result = trainer.fit(dataset, resume=resume)
+    if ranks is not None and not ranks.is_main:
+        return {}
     metrics = {"valid": trainer.validate(model, dataset), "test": test_metrics(model, dataset, run.eval.ks),
                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": result.seconds,
                "train_seconds": result.train_seconds, "seconds_to_best": result.seconds_to_best}

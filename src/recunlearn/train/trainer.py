@@ -21,6 +21,7 @@ from ..models.base import Recommender
 from ..models.registry import attach_content, build_model
 from .checkpoint import load_tensors, save_checkpoint
 from .config import RunConfig
+from .distributed import Ranks
 
 TRAINER_STATE = "trainer_state"
 
@@ -48,18 +49,31 @@ class Trainer:
     """Trains a Recommender on `dataset.train`, validating on `dataset.valid` (mask: the training set)."""
 
     def __init__(self, run: RunConfig, progress: bool = True, checkpoint_dir: str | Path | None = None,
-                 validate: bool = True):
+                 validate: bool = True, ranks: Ranks | None = None):
         """`validate=False` runs exactly `train.epochs` epochs with no validation pass (fixed-length
-        fine-tuning); the last epoch's weights are the result."""
+        fine-tuning); the last epoch's weights are the result. `ranks`: this process is one rank of a
+        data-parallel fit (distributed.py); without it, `train.nproc > 1` starts that many local ranks."""
         self.run = run
         self.cfg = run.train
         self.progress = progress
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.validates = validate
+        self.ranks = ranks
+        if ranks is not None and ranks.world_size != run.train.nproc:
+            raise ValueError(f"train.nproc={run.train.nproc}, but this process is one of {ranks.world_size} ranks: "
+                             f"set train.nproc={ranks.world_size}, which the checkpoint records")
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes checkpoints: one process, or rank 0 of several."""
+        return self.checkpoint_dir is not None and (self.ranks is None or self.ranks.is_main)
 
     def fit(self, dataset: Dataset, model: Recommender | None = None, resume: bool = False) -> tuple[Recommender, TrainResult]:
         cfg = self.cfg
         require_splits(dataset, ("train", "valid") if self.validates else ("train",), data_source(self.run, dataset))
+        if cfg.nproc > 1 and self.ranks is None:
+            from .launch import fit_on_ranks
+            return fit_on_ranks(self, dataset, model, resume)
         seed_everything(cfg.seed, cfg.deterministic)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -67,6 +81,9 @@ class Trainer:
         model = attach_content(model, dataset) if model is not None else \
             build_model(self.run.model, dataset.n_users, dataset.n_items, content=dataset)
         model.attach(build_graph(dataset.train))
+        if self.ranks is not None:
+            self.ranks.require_same(f"{dataset.hash}/{self.run.model_dump_json()}", "data or run configs")
+            self.ranks.sync_parameters(model)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         # Decays lr when validation stalls (None: constant lr).
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -96,7 +113,8 @@ class Trainer:
                 state.update(best_epoch=epoch + 1, seconds_to_best=state["train_seconds"])
                 best_weights = model.state_dict()
             elif (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                metrics = self.validate(model, dataset)
+                metrics = self.validate(model, dataset) if self.ranks is None else \
+                    self.ranks.from_main(lambda: self.validate(model, dataset))   # rank 0 decides for all
                 record.update(metrics)
                 value = metrics[cfg.metric]
                 if value > state["best_metric"]:
@@ -112,7 +130,7 @@ class Trainer:
             state["history"].append(record)
             state["epoch"] = epoch + 1
             state["seconds"] = time.perf_counter() - start
-            if self.checkpoint_dir is not None:
+            if self.writes:
                 self._save_progress(model, optimizer, scheduler, dataset, state, best_weights, rng, gen)
             if state["bad"] >= cfg.patience:
                 break
@@ -132,19 +150,25 @@ class Trainer:
         total, count = 0.0, 0
         bar = tqdm(sampling.bpr_epoch(dataset.train, rng, self.cfg.batch_size), total=n_batches, leave=False,
                    desc=f"epoch {epoch + 1}", disable=not self.progress)
+        step = self._step if self.ranks is None else self.ranks.step
         for users, pos, neg in bar:
-            batch = tuple(torch.from_numpy(a) for a in (users, pos, neg))
-            loss, _ = model.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
+            total += step(model, optimizer, users, pos, neg)
             count += 1
             if count % 20 == 0:
                 bar.set_postfix(loss=f"{total / count:.4f}")
         model.eval()
         model.invalidate()
         return total / max(count, 1)
+
+    @staticmethod
+    def _step(model, optimizer, users, pos, neg) -> float:
+        """One optimiser step on a batch; returns its mean loss."""
+        batch = tuple(torch.from_numpy(a) for a in (users, pos, neg))
+        loss, _ = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
 
     def validate(self, model: Recommender, dataset: Dataset) -> dict:
         model.eval()

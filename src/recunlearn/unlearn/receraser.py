@@ -12,6 +12,9 @@ A request retrains, from scratch and with their own seeds, exactly the shards th
 what is left of them, and then retrains the aggregator from scratch on the residual data: the result is
 the RecEraser one would have built on the residual data with the same partition. Like SISA the result is a
 Scorer, not an embedding model (each sub-model reads out over its own shard's graph), so it has no `model`.
+
+Shards train through SISA's code, so `workers` > 1 trains them in parallel processes with the same weights;
+the aggregator, which needs every sub-model, then trains in this process.
 """
 from __future__ import annotations
 

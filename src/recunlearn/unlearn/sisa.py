@@ -5,7 +5,10 @@ seed, only the shards that held forgotten edges, on what is left of them: each r
 one SISA would have trained on that shard's residual data, and the untouched ones never saw the request.
 
 The ensemble is a Scorer, not an embedding model (each sub-model reads out over its own shard's graph), so
-a result has no `model`."""
+a result has no `model`.
+
+Sub-models are independent, so `workers` > 1 trains them in that many processes at once (under torchrun,
+shard i on rank i mod world size instead), with the same weights as one process trains them in turn."""
 from __future__ import annotations
 
 import time
@@ -23,6 +26,8 @@ from ..data.interactions import Dataset, Interactions
 from ..models.base import Recommender
 from ..models.registry import build_model
 from ..train.config import RunConfig
+from ..train.distributed import Ranks
+from ..train.jobs import FitJob, fit_jobs
 from ..train.trainer import Trainer
 from .base import UnlearnResult, Unlearner
 
@@ -34,6 +39,9 @@ class SisaConfig(StrictConfig):
     seed: int = Field(0, description="seed of the shard assignment and of each sub-model's training")
     epochs: int | None = Field(None, ge=1, description="fixed epochs per sub-model with no validation pass "
                                "(default: the original run's early stopping on validation, as Retrain)")
+    workers: int = Field(1, ge=1, description="processes that train sub-models at once, each taking the next "
+                         "shard; the weights are bit-identical to one process's at the same torch threads per "
+                         "process")
 
 
 def assign_shards(n_edges: int, shards: int, seed: int) -> np.ndarray:
@@ -88,20 +96,26 @@ class Sisa(Unlearner):
         return edges.select(train.contains(edges.users, edges.items))
 
     def shard_run(self, shard: int) -> RunConfig:
-        """The original run with the shard's seed (and the fixed epoch count, when one is set)."""
-        update = {"seed": shard_seed(self.config.seed, shard)}
+        """The original run with the shard's seed (and the fixed epoch count, when one is set), on one process:
+        shards run side by side (`workers`), not each over several data-parallel ranks."""
+        update = {"seed": shard_seed(self.config.seed, shard), "nproc": 1}
         if self.config.epochs is not None:
             update["epochs"] = self.config.epochs
         return self.run.model_copy(update={"train": self.run.train.model_copy(update=update)})
 
-    def _train_shard(self, shard: int, data: Dataset) -> ShardFit:
-        """Train shard `shard`'s sub-model from scratch on its edges still in `data.train`. Shards are
-        independent: this is the unit that a distributed run would hand to rank `shard % world_size`."""
+    def _shard_job(self, shard: int, data: Dataset) -> FitJob | None:
+        """Shard `shard`'s training from scratch on its edges still in `data.train` (None: no edge is left)."""
         edges = self.shard_edges(shard, data.train)
         if len(edges) == 0:
+            return None
+        return FitJob(self.shard_run(shard), data.with_train(edges), validate=self.config.epochs is None)
+
+    def _train_shard(self, shard: int, data: Dataset) -> ShardFit:
+        """Train shard `shard`'s sub-model in this process."""
+        job = self._shard_job(shard, data)
+        if job is None:
             return ShardFit(None)
-        trainer = Trainer(self.shard_run(shard), progress=self.progress, validate=self.config.epochs is None)
-        model, fit = trainer.fit(data.with_train(edges))
+        model, fit = Trainer(job.run, progress=self.progress, validate=job.validate).fit(job.dataset)
         return ShardFit(model.state_dict(), fit.train_seconds, fit.seconds - fit.train_seconds)
 
     def _submodel(self, shard: int, weights: dict | None, train: Interactions) -> Recommender | None:
@@ -113,8 +127,28 @@ class Sisa(Unlearner):
         return model.attach(build_graph(self.shard_edges(shard, train))).eval()
 
     def _fit_shards(self, shards: list[int], data: Dataset) -> dict[int, ShardFit]:
-        bar = tqdm(shards, desc=f"{self.name} shards", disable=not self.progress)
-        return {shard: self._train_shard(shard, data) for shard in bar}
+        if self.config.workers == 1 and Ranks.active() is None:
+            bar = tqdm(shards, desc=f"{self.name} shards", disable=not self.progress)
+            return {shard: self._train_shard(shard, data) for shard in bar}
+        return self._fit_shards_at_once(shards, data)
+
+    def _fit_shards_at_once(self, shards: list[int], data: Dataset) -> dict[int, ShardFit]:
+        """`_train_shard` of every shard, in `workers` processes (or on the torch.distributed ranks). Fits that
+        run at once overlap, so the validation seconds a request leaves out are each fit's validation seconds
+        scaled to its share of the wall time the fits took together."""
+        jobs = {shard: self._shard_job(shard, data) for shard in shards}
+        live = [shard for shard in shards if jobs[shard] is not None]
+        start = time.perf_counter()
+        outcomes = fit_jobs([jobs[shard] for shard in live], self.config.workers, self.progress,
+                            desc=f"{self.name} shards")
+        wall = time.perf_counter() - start
+        busy = sum(outcome.seconds for outcome in outcomes)
+        overlap = min(1.0, wall / busy) if busy > 0 else 1.0
+        fits = {shard: ShardFit(None) for shard in shards}
+        for shard, outcome in zip(live, outcomes):
+            fits[shard] = ShardFit(outcome.weights, outcome.train_seconds,
+                                   (outcome.seconds - outcome.train_seconds) * overlap)
+        return fits
 
     # --- the contract ------------------------------------------------------------------------------
     def prepare(self, model: Recommender, dataset: Dataset) -> "Sisa":
