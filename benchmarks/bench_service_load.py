@@ -2,7 +2,7 @@
 (one training interaction each) posted by C concurrent clients, then the ledger read back.
 
     python benchmarks/bench_service_load.py --checkpoint runs/model [--erasures 2000] [--clients 16]
-        [--database sqlite|postgresql] [--out benchmarks/results/service-load.jsonl]
+        [--database sqlite|postgresql] [--workers N] [--out benchmarks/results/service-load.jsonl]
 
 Without --checkpoint it trains and prepares a small ml-100k LightGCN first (the demo's settings).
 
@@ -78,12 +78,15 @@ def main() -> None:
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--batch-size", type=int, default=64, help="policy.batch_size of the worker")
     parser.add_argument("--batch-window", type=float, default=1.0, help="policy.batch_window_s of the worker")
+    parser.add_argument("--workers", type=int, default=0, help="worker processes beside `serve --no-worker`; 0: "
+                        "the worker runs in a thread of the server process (the default deployment)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for every erasure to complete")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "service-load.jsonl")
     args = parser.parse_args()
 
     from recunlearn.bench.environment import machine_line
+    from recunlearn.train.version import code_version
     from recunlearn.service.auth import create_token
     from recunlearn.service.ledger import Erasure, model_version_erasures, open_ledger
     from recunlearn.train.checkpoint import load_checkpoint_data
@@ -111,8 +114,8 @@ def main() -> None:
 
         port = free_port()
         log = open(folder / "serve.log", "w")
-        server = subprocess.Popen([RECUNLEARN, "service", "serve", "--config", str(config), "--port", str(port)],
-                                  stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen([RECUNLEARN, "service", "serve", "--config", str(config), "--port", str(port),
+                                   *(["--no-worker"] if args.workers else [])], stdout=log, stderr=subprocess.STDOUT)
         stack.callback(server.wait, 60)
         stack.callback(server.terminate)
         base = f"http://127.0.0.1:{port}"
@@ -127,6 +130,11 @@ def main() -> None:
                 raise SystemExit(f"the service did not start; its log: {(folder / 'serve.log').read_text()[-2000:]}")
             time.sleep(0.2)
 
+        workers = [subprocess.Popen([RECUNLEARN, "service", "worker", "--config", str(config)], stdout=log,
+                                    stderr=subprocess.STDOUT) for _ in range(args.workers)]
+        for worker in workers:
+            stack.callback(worker.wait, 60)
+            stack.callback(worker.terminate)
         headers = {"Authorization": f"Bearer {token}"}
 
         def post(chunk: list[list[str]]) -> list[tuple[float, str, int]]:
@@ -177,6 +185,7 @@ def main() -> None:
             "benchmark": "service-load", "date": date.today().isoformat(), "machine": machine_line(),
             "load_average": round(os.getloadavg()[0], 1),
             "dataset": head_data.name, "database": args.database, "erasures": args.erasures, "clients": args.clients,
+            "worker_processes": args.workers, "code_version": code_version(),
             "policy": settings["policy"], "post_seconds": round(post_seconds, 2),
             "acknowledged": len(acked), "refused": len(answers) - len(acked),
             "ack_ms_p50": round(quantile(ack_ms, 0.5), 2), "ack_ms_p99": round(quantile(ack_ms, 0.99), 2),

@@ -65,3 +65,12 @@ def test_every_help_page_renders_once_mounted():
                  ["service", "token", "revoke"]):
         result = runner.invoke(root, [*args, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, (args, result.output)
+
+
+def test_service_worker_passes_maintenance_through(tmp_path):
+    """`service worker --maintenance KIND` reaches the worker: an unknown kind is refused before any work."""
+    config = tmp_path / "service.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\ncheckpoint: {tmp_path / 'model'}\n")
+    result = runner.invoke(service_app, ["worker", "--config", str(config), "--maintenance", "defragment"])
+    assert result.exit_code == 2 and "unknown maintenance 'defragment'" in result.stderr
+    assert not (tmp_path / "state").exists()

@@ -160,3 +160,20 @@ def test_acknowledgements_go_through_the_group_commit(client, ledger, writer):
     answer = client.post("/v1/erasures", json={"user": "1"}, headers=writer)
     assert answer.status_code == 202
     assert ledger._group.commits == before + 1
+
+
+def test_acknowledgements_committed_together_still_queue_behind_each_other(ledger):
+    """The queue is counted once per transaction; each grouped acknowledgement adds itself to the count."""
+    from recunlearn.service.intake import record
+    from recunlearn.service.schemas import ErasureRequest
+    from recunlearn.service.settings import Policy
+
+    policy = Policy(batch_size=1)
+    with ledger.writing() as session:
+        made = []
+        for user in ("1", "2", "3"):
+            request = ErasureRequest(user=user)
+            made.append(record(session, request, request.subject(), None, request.sha256(), "erase", policy))
+    waits = [(e.expected_completion - e.received_at).total_seconds() for e in made]
+    step = policy.batch_window_s + policy.batch_apply_s
+    assert [round(w / step) for w in waits] == [1, 2, 3]

@@ -139,7 +139,9 @@ def wait_until(check, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def test_serve_process_erases_a_user_end_to_end(trained, tmp_path):
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_serve_process_erases_a_user_end_to_end(trained, tmp_path, worker):
+    """`serve` with its worker in a thread, or `serve --no-worker` with `service worker` as its own process."""
     _, config = write_config(tmp_path, trained)
     cli = [str(Path(sys.executable).parent / "recunlearn")]
     made = subprocess.run([*cli, "service", "token", "create", "--name", "e2e", "--scope", "admin", "--config",
@@ -147,8 +149,10 @@ def test_serve_process_erases_a_user_end_to_end(trained, tmp_path):
     assert made.returncode == 0, made.stderr
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen([*cli, "service", "serve", "--config", str(config), "--port", str(port)],
+    server = subprocess.Popen([*cli, "service", "serve", "--config", str(config), "--port", str(port),
+                               *(["--no-worker"] if worker == "process" else [])],
                               stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=dict(os.environ))
+    separate = None
     try:
         base = f"http://127.0.0.1:{port}"
         auth = {"Authorization": f"Bearer {made.stdout.strip()}"}
@@ -164,6 +168,11 @@ def test_serve_process_erases_a_user_end_to_end(trained, tmp_path):
             posted = http.post("/v1/erasures", json={"user": ERASED})
             assert posted.status_code == 202, posted.text
             erasure_id = posted.json()["id"]
+            if worker == "process":
+                time.sleep(1.0)
+                assert http.get(f"/v1/erasures/{erasure_id}").json()["status"] == "pending"   # no worker yet
+                separate = subprocess.Popen([*cli, "service", "worker", "--config", str(config)], stdout=log,
+                                            stderr=subprocess.STDOUT, cwd=tmp_path, env=dict(os.environ))
 
             def completed():
                 status = http.get(f"/v1/erasures/{erasure_id}").json()
@@ -178,10 +187,13 @@ def test_serve_process_erases_a_user_end_to_end(trained, tmp_path):
             assert other.status_code == 200 and len(other.json()["items"]) == 5
             assert other.json()["model_version"] == 2
     finally:
-        server.send_signal(signal.SIGTERM)
+        for process in filter(None, (separate, server)):
+            process.send_signal(signal.SIGTERM)
         try:
             assert server.wait(timeout=60) == 0
+            assert separate is None or separate.wait(timeout=60) == 0
         finally:
-            if server.poll() is None:
-                server.kill()
+            for process in filter(None, (separate, server)):
+                if process.poll() is None:
+                    process.kill()
             log.close()

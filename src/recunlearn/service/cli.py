@@ -89,16 +89,22 @@ def token_revoke(token_id: str = typer.Argument(..., help="the token's id (as `t
 
 @service_app.command("worker")
 def worker(config: Path = typer.Option(..., help="service settings file (YAML) with `checkpoint`"),
-           once: bool = typer.Option(False, help="apply every pending erasure, then exit")):
-    """Apply acknowledged erasures: micro-batches, published model versions, signed receipts."""
+           once: bool = typer.Option(False, help="apply every pending erasure, then exit"),
+           maintenance: Optional[str] = typer.Option(None, help="run this maintenance now (finetune or retrain), "
+                                                     "publish its version, then exit")):
+    """Apply acknowledged erasures: micro-batches, published model versions, signed receipts. Run it more than
+    once for several workers on one ledger and state folder (they take turns; see docs/service.md)."""
     from .worker import worker_command
-    worker_command(config=config, once=once)
+    worker_command(config=config, once=once, maintenance=maintenance)
 
 
 @service_app.command("serve")
 def serve(config: Path = typer.Option(..., help="service settings file (YAML) with `checkpoint`"),
           host: str = typer.Option("127.0.0.1", help="address to listen on"),
-          port: int = typer.Option(8000, help="port to listen on")):
-    """Serve the API (erasures, receipts, keys, recommendations) with the worker running in the same process."""
+          port: int = typer.Option(8000, help="port to listen on"),
+          worker: bool = typer.Option(True, "--worker/--no-worker", help="run a worker in this process; with "
+                                      "--no-worker, run workers beside it with `recunlearn service worker`")):
+    """Serve the API (erasures, receipts, keys, recommendations), with a worker in the same process unless
+    --no-worker."""
     from .serve import serve_command
-    serve_command(config=config, host=host, port=port)
+    serve_command(config=config, host=host, port=port, worker=worker)

@@ -88,7 +88,7 @@ def record(session: Session, request: ErasureRequest, subject: Subject, key: Opt
            action: str, policy: Policy) -> Erasure:
     now = utcnow()
     suppression = action == "suppress"
-    ahead = 0 if suppression else queue_depth(session)
+    ahead = 0 if suppression else queue_ahead(session)
     erasure = Erasure(
         id=uuid.uuid4(), subject_kind=subject.kind, subject_ids=[list(i) if subject.kind == "pairs" else i
                                                                  for i in subject.ids],
@@ -103,7 +103,20 @@ def record(session: Session, request: ErasureRequest, subject: Subject, key: Opt
     session.flush()   # the erasure row first: suppression rows refer to it
     session.add_all(suppression_rows(erasure.id, subject, now))
     session.flush()
+    if not suppression:
+        session.info[QUEUE_DEPTH] = ahead + 1
     return erasure
+
+
+QUEUE_DEPTH = "recunlearn.queue_depth"
+
+
+def queue_ahead(session: Session) -> int:
+    """The erasures waiting for a model, counted once per transaction: the other acknowledgements committed
+    together with this one (`Ledger.write_grouped`) add themselves to the count instead of counting again."""
+    if QUEUE_DEPTH not in session.info:
+        session.info[QUEUE_DEPTH] = queue_depth(session)
+    return session.info[QUEUE_DEPTH]
 
 
 def suppression_rows(erasure_id: uuid.UUID, subject: Subject, now) -> list[Suppression]:

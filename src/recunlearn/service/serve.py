@@ -27,8 +27,9 @@ def current_dataset(ledger):
     return load_checkpoint(path)[2]
 
 
-def run(settings: WorkerSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the API on host:port with the worker running beside it, until uvicorn is told to stop."""
+def run(settings: WorkerSettings, host: str = "127.0.0.1", port: int = 8000, worker_thread: bool = True) -> None:
+    """Serve the API on host:port with a worker running beside it in a thread (unless `worker_thread` is
+    False: workers then run as their own processes), until uvicorn is told to stop."""
     import uvicorn
 
     from .api import create_app
@@ -38,7 +39,8 @@ def run(settings: WorkerSettings, host: str = "127.0.0.1", port: int = 8000) -> 
     try:
         with worker.started():   # recovers and registers the initial version before the API answers
             settings.subject_resolver = dataset_resolver(current_dataset(ledger))
-            thread = threading.Thread(target=worker.run_forever, args=(stop,), name="worker", daemon=True)
+            thread = threading.Thread(target=worker.run_forever if worker_thread else stop.wait, args=(stop,),
+                                      name="worker", daemon=True)
             thread.start()
             if threading.current_thread() is threading.main_thread():
                 # uvicorn re-raises the signal that stopped it, after restoring these handlers: the process
@@ -57,11 +59,13 @@ def run(settings: WorkerSettings, host: str = "127.0.0.1", port: int = 8000) -> 
 
 def serve_command(config: Path = typer.Option(..., help="service settings file (YAML) with `checkpoint`"),
                   host: str = typer.Option("127.0.0.1", help="address to listen on"),
-                  port: int = typer.Option(8000, help="port to listen on")) -> None:
+                  port: int = typer.Option(8000, help="port to listen on"),
+                  worker: bool = typer.Option(True, "--worker/--no-worker", help="run a worker in this process")
+                  ) -> None:
     """Serve the erasure API and run the worker that applies erasures, in one process."""
     from .worker import settings_or_exit
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run(settings_or_exit(config), host, port)
+    run(settings_or_exit(config), host, port, worker)
 
 
 if __name__ == "__main__":
