@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--batch-window", type=float, default=1.0, help="policy.batch_window_s of the worker")
     parser.add_argument("--workers", type=int, default=0, help="worker processes beside `serve --no-worker`; 0: "
                         "the worker runs in a thread of the server process (the default deployment)")
+    parser.add_argument("--log", type=Path, help="keep the server's and workers' log here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for every erasure to complete")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "service-load.jsonl")
@@ -200,6 +201,9 @@ def main() -> None:
             "versions_published": head_version, "erased_pairs_in_newest_version": still_there,
         }
         ledger.dispose()
+        if args.log:
+            log.flush()
+            args.log.write_text((folder / "serve.log").read_text())
     print(json.dumps(record, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as fh:

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from recunlearn.cli import app
 from recunlearn.storage import exclusive
 from recunlearn.train.checkpoint import load_checkpoint, read_meta
-from cli_helpers import assert_input_error
+from cli_helpers import assert_input_error, tensors_in
 
 TRAIN = ["--quiet", "--set", "train.epochs=3", "--set", "train.batch_size=8192", "--set", "train.lr=0.01"]
 ENCODER = ["--quiet", "--set", "epochs=1", "--set", "batch_size=8192", "--set", "lr=0.05"]
@@ -50,19 +50,6 @@ def cli_process(*args, fault: str | None = None, env_extra: dict | None = None) 
 def user_pairs(data, label: str):
     (user,) = data.user_ids.index([label], kind="user")
     return {split: getattr(data, split).select(getattr(data, split).users == user) for split in ("train", "valid", "test")}
-
-
-def tensors_in(path: Path) -> list[torch.Tensor]:
-    """Every tensor or array stored in any file under `path` (weights, state files, arrays)."""
-    found = []
-    for file in path.rglob("*"):
-        if file.suffix == ".pt":
-            state = torch.load(file, weights_only=True)
-            found += [v for v in (state.values() if isinstance(state, dict) else [state]) if torch.is_tensor(v)]
-        elif file.suffix == ".npz":
-            with np.load(file) as z:
-                found += [torch.from_numpy(z[k]) for k in z.files]
-    return found
 
 
 # --------------------------------------------------------------------------------------------- fixtures

@@ -129,8 +129,15 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
           ledger: Optional[str] = typer.Option(None, help="the erasure service's ledger (SQLAlchemy URL, e.g. "
                                                "sqlite:///service-state/ledger.sqlite3): filter the data through "
                                                "its suppression list, in every split, now and at every later load"),
+          nproc: Optional[int] = typer.Option(None, "--nproc", help="data-parallel processes on this machine "
+                                              "(torch.distributed ranks, gloo on CPU), each computing a slice of "
+                                              "every batch; under torchrun its ranks decide [default: 1, the "
+                                              "plain loop, or the config file's train.nproc]"),
           quiet: bool = typer.Option(False, help="no progress bars")):
-    """Train a backbone with early stopping on validation Recall@20 and write a checkpoint."""
+    """Train a backbone with early stopping on validation Recall@20 and write a checkpoint.
+
+    Data-parallel on several machines: `torchrun --nnodes ... --nproc-per-node ... --no-python recunlearn
+    train ...` (every rank loads the same data; rank 0 writes the checkpoint)."""
     from .train.config import RunConfig
     from .config import load_config
     from .train.inputs import load_data
@@ -142,7 +149,14 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
         own = own_data(data_path)
         explicit += [f"data.path={json.dumps(own.path)}"] + ([] if dataset else [f"data.name={json.dumps(own.name)}"])
     explicit += [f"model.name={json.dumps(model)}"] if model else []
+    if nproc is not None and nproc < 1:
+        fail(f"--nproc {nproc}: the number of processes must be at least 1")
+    explicit += [f"train.nproc={nproc}"] if nproc is not None else []
     run = load_config(RunConfig, config, [*explicit, *set_])
+    from .train.launch import torchrun_ranks
+    run, ranks = torchrun_ranks(run)   # ranks: torchrun started this process as one of several
+    helper = ranks is not None and not ranks.is_main
+    console.quiet = console.quiet or helper   # rank 0 alone prints and writes
     if ledger is not None:
         from .train.inputs import with_ledger
         run, listed = with_ledger(run, ledger)
@@ -155,8 +169,11 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
     if inject is not None:
         from .data.requests import injected_edges, poisoned_dataset
         data = poisoned_dataset(data, injected_edges(inject, data))
+    if helper:
+        train_and_save(run, data, out, progress=False, resume=resume, ranks=ranks)
+        return
     with writing(out, "train", overwrite, replace_ok=resume):
-        metrics = train_and_save(run, data, out, progress=not quiet, resume=resume)
+        metrics = train_and_save(run, data, out, progress=not quiet, resume=resume, ranks=ranks)
     print_metrics({k: v for k, v in metrics.items() if isinstance(v, dict)}, title=f"{run.model.name} on {run.data.name}")
     console.print(f"checkpoint written to {out}")
 
@@ -168,11 +185,12 @@ def evaluate(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
              json_out: Optional[Path] = typer.Option(None, help="append the result as a JSON line"),
              as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of a table")):
     """Full-ranking test metrics of a checkpoint (training and validation items masked)."""
+    from .erasure import checkpoint_scorer
     from .train.checkpoint import load_checkpoint
     from .train.runs import test_metrics
 
     model, run, data, meta = load_checkpoint(checkpoint)
-    metrics = test_metrics(model, data, ks)
+    metrics = test_metrics(checkpoint_scorer(checkpoint, model), data, ks)
     record = {"checkpoint": str(checkpoint), "dataset": data.name, "data_hash": data.hash,
               "model": run.model.name, "metrics": metrics}
     if as_json:
@@ -190,17 +208,26 @@ def recommend(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
               user: List[str] = typer.Option(..., help="user id as in the data files (repeatable)"),
               k: int = typer.Option(10, "-k", help="list length (capped at the user's unseen items)"),
               as_json: bool = typer.Option(False, "--json", help="print the lists as JSON instead of a table")):
-    """Top-k items for users, with their already-seen items excluded."""
+    """Top-k items for users, with their already-seen items and the items taken out of the catalogue (by a
+    take-down this checkpoint descends from) excluded."""
+    import numpy as np
+
+    from .data.interactions import Interactions
     from .eval.ranking import topk_items
-    from .train.checkpoint import load_checkpoint
+    from .train.checkpoint import catalogue_removed, load_checkpoint
+    from .unlearn.base import without_removed
 
     if k < 1:
         fail(f"-k {k}: the list length must be at least 1")
     model, run, data, _ = load_checkpoint(checkpoint)
     users = data.user_ids.index(user, kind="user")
-    seen = data.train.union(data.valid)
+    removed = catalogue_removed(checkpoint)
+    # items out of the catalogue are masked like seen ones: never listed, even when k exceeds what is left
+    out_of_catalogue = Interactions.from_arrays(np.repeat(users, len(removed)), np.tile(removed, len(users)),
+                                                data.n_users, data.n_items, on_duplicate="drop")
+    seen = data.train.union(data.valid).union(out_of_catalogue)
     unseen = data.n_items - seen.user_degree()[users]
-    top = topk_items(model, users, min(k, data.n_items), seen).numpy()
+    top = topk_items(without_removed(model, removed), users, min(k, data.n_items), seen).numpy()
     rows, notes = [], []
     for label, u, items, available in zip(user, users, top, unseen):
         if available < k:
@@ -226,7 +253,8 @@ app.add_typer(request_app, name="request")
 @request_app.command("make")
 @guarded
 def request_make(spec: Optional[str] = typer.Option(None, help="draw a request: random:RHO | user:RHO[:random|core|"
-                                                    "edge] | item:RHO[:random|popular] | adversarial:RHO[:RHO_ITEMS]"),
+                                                    "edge] | item:RHO[:random|popular] | adversarial:RHO[:RHO_ITEMS] | "
+                                                    "modality:NAME:RHO"),
                  user: List[str] = typer.Option([], "--user", help="erase this user entirely: every interaction, "
                                                 "in every split (original id; repeatable)"),
                  item: List[str] = typer.Option([], "--item", help="erase this item entirely (original id; "
@@ -345,8 +373,9 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint: a train
     """Forget a request with any registered method and write the unlearned model as a new checkpoint.
 
     The new checkpoint holds no erased interaction and nothing from which the model before the deletion can
-    be restored: what was erased is recorded, as lineage hashes, and in the private working store of the
-    trained model it descends from. Requests compose: forget the next one with `--checkpoint OUT`."""
+    be restored: what was erased (and, for a modality constraint, which items' features were withdrawn; for a
+    take-down, which items left the catalogue) is recorded, as lineage hashes, and in the private working store
+    of the trained model it descends from. Requests compose: forget the next one with `--checkpoint OUT`."""
     import hashlib
 
     from .data.requests import Request
@@ -359,36 +388,34 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint: a train
         unlearn_serving_state(checkpoint, request, out, method, set_, overwrite, as_json, quiet)
         return
     digest = hashlib.sha256(request.read_bytes()).hexdigest()
-
-    def load_request(data):
-        loaded = Request.load(request, data)
-        if loaded.withdrawn:   # checkpoint lineage records erased interactions only, not withdrawn features
-            fail("a modality constraint is applied through the library or the benchmark harness "
-                 "(Unlearner.unlearn(request), `recunlearn bench run` with a modality:NAME:RHO request); "
-                 "`recunlearn unlearn` cannot record withdrawn features in a checkpoint yet")
-        return loaded
-
-    outcome = apply_request(checkpoint, load_request, digest, out, method=method,
+    outcome = apply_request(checkpoint, lambda data: Request.load(request, data), digest, out, method=method,
                             settings=set_, overwrite=overwrite, progress=not quiet, notes=note)
     before, after, held_out = outcome.before, outcome.after, outcome.held_out
     record = {"checkpoint": str(out), "from": str(checkpoint), "method": method, "edges": outcome.edges,
               "held_out": held_out, "seconds": outcome.seconds, "request_sha256": digest,
-              "reinitialised": outcome.reinitialised, "before": before, "after": after}
+              "reinitialised": outcome.reinitialised, "withdrawn": outcome.withdrawn, "removed": outcome.removed,
+              "before": before, "after": after}
     if as_json:
         emit_json(record)
         return
-    print_table([{"": "request-edge mean score", "before": before["request_score_mean"],
-                  "after": after["request_score_mean"]},
-                 {"": "test Recall@20", "before": before["Recall@20"], "after": after["Recall@20"]},
-                 {"": "test NDCG@20", "before": before["NDCG@20"], "after": after["NDCG@20"]},
-                 {"": "training edges", "before": before["train_edges"], "after": after["train_edges"]}],
-                title=f"{method} forgot {outcome.edges} edges in {outcome.seconds['total']:.2f}s "
+    forgot = f"forgot {outcome.edges} edges" if outcome.edges else \
+        "withdrew " + ", ".join(f"the {name} features of {n} items" for name, n in outcome.withdrawn.items())
+    rows = [{"": "request-edge mean score", "before": before["request_score_mean"],
+             "after": after["request_score_mean"]}] if outcome.edges else []
+    print_table(rows + [{"": "test Recall@20", "before": before["Recall@20"], "after": after["Recall@20"]},
+                        {"": "test NDCG@20", "before": before["NDCG@20"], "after": after["NDCG@20"]},
+                        {"": "training edges", "before": before["train_edges"], "after": after["train_edges"]}],
+                title=f"{method} {forgot} in {outcome.seconds['total']:.2f}s "
                       f"({', '.join(f'{k} {v:.2f}s' for k, v in outcome.seconds.items() if k != 'total')})")
-    console.print(f"after: the forgotten items rank at percentile {after['evidence_forget_rank']:.3f} of their "
-                  f"users' rankings (1 = top), and same-user non-edges score {after['evidence_nonedge_score']:.4f} "
-                  f"on average ({after['evidence_audit_edges']} forgotten edges sampled)"
-                  + (f"; membership-inference AUC {after['evidence_mia_auc']:.3f}"
-                     if after["evidence_mia_auc"] is not None else ""))
+    if after["evidence_forget_rank"] is not None:
+        console.print(f"after: the forgotten items rank at percentile {after['evidence_forget_rank']:.3f} of their "
+                      f"users' rankings (1 = top), and same-user non-edges score "
+                      f"{after['evidence_nonedge_score']:.4f} on average ({after['evidence_audit_edges']} forgotten "
+                      "edges sampled)" + (f"; membership-inference AUC {after['evidence_mia_auc']:.3f}"
+                                          if after["evidence_mia_auc"] is not None else ""))
+    if outcome.removed:
+        console.print(f"took {outcome.removed} item{'s' * (outcome.removed != 1)} out of the catalogue: "
+                      f"`recommend`, `evaluate` and `audit` of {out} never rank them")
     if held_out["valid"] or held_out["test"]:
         console.print(f"removed {held_out['valid']} validation and {held_out['test']} test interactions of the "
                       "erased subjects")
@@ -408,6 +435,9 @@ def unlearn_serving_state(checkpoint: Path, request: Path, out: Path, method: st
     with writing(out, "unlearn", overwrite):
         model, run, data, _ = load_checkpoint(checkpoint)
         req = Request.load(request, data)
+        if req.withdrawn:
+            fail(f"{method} answers through a scorer and cannot withdraw item features from a model: apply this "
+                 "modality constraint with --method reverse-bpr")
         unlearner = build_unlearner(method, settings, run=run, progress=not quiet).prepare(model, data)
         before = test_metrics(unlearner.state.scorer, data, ks=[20])
         result = unlearner.unlearn(req)
@@ -457,6 +487,7 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
     """Forgetting report of an unlearned model against a model retrained without the request, each key
     measure beside Retrain's with pass / warn / fail against evaluation.md's thresholds, and a verdict."""
     from .data.requests import Request
+    from .erasure import checkpoint_scorer
     from .eval.forgetting import audit as run_audit, neighbourhood_utility
     from .eval.verdict import judge
     from .train.checkpoint import load_checkpoint
@@ -465,19 +496,24 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
 
     orig_model, run, orig_data, _ = load_checkpoint(original)
     req = Request.load(request, orig_data)
+    if not len(req.edges):
+        fail(f"{request} is a modality constraint: it forgets no interaction, so there is nothing to audit; "
+             f"compare the test metrics of `recunlearn evaluate --checkpoint {checkpoint}` with {original}'s")
     model, _, data, _ = load_checkpoint(checkpoint)
-    if data.hash != req.apply(orig_data.with_train(orig_data.train.subtract(req.edges))).hash:
+    if data.hash != req.apply(req.withdraw(orig_data.with_train(orig_data.train.subtract(req.edges)))).hash:
         fail(f"{checkpoint} is not {original} with exactly this request forgotten (training sets differ)")
+    # scored as served: the items a take-down removed from the catalogue are never ranked
+    unlearned, before = checkpoint_scorer(checkpoint, model), checkpoint_scorer(original, orig_model)
     if retrain is not None:
         reference, _, _, _ = load_checkpoint(retrain, data)
     else:
         # an independent retrain (another seed than the original's), trained or taken from the cache
         reference = Retrain(run=run, progress=not quiet).prepare(orig_model, orig_data).unlearn(req.edges).model
-    report = run_audit(model, req.edges, data.train, data.test, original=orig_model, retrain=reference,
+    report = run_audit(unlearned, req.edges, data.train, data.test, original=before, retrain=reference,
                        valid=data.valid)
-    report.update({f"test_{k}": v for k, v in test_metrics(model, data, ks=[20]).items() if k != "users"})
+    report.update({f"test_{k}": v for k, v in test_metrics(unlearned, data, ks=[20]).items() if k != "users"})
     report.update({f"retrain_test_{k}": v for k, v in test_metrics(reference, data, ks=[20]).items() if k != "users"})
-    report.update(neighbourhood_utility(model, req.edges, data.train, data.test, data.valid, ks=(20,)))
+    report.update(neighbourhood_utility(unlearned, req.edges, data.train, data.test, data.valid, ks=(20,)))
     report.update({f"retrain_{k}": v for k, v in neighbourhood_utility(reference, req.edges, data.train, data.test,
                                                                        data.valid, ks=(20,)).items()})
     verdict = judge(report)

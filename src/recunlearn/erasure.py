@@ -4,10 +4,12 @@ Steps, each safe to interrupt (the tests kill a real process at every fault poin
 1. lock the checkpoint being continued and the output; finish or clean up interrupted earlier writes;
 2. continue the method from the checkpoint's state in the root's working store (or prepare it, for a method
    without a one-off step) and unlearn the request's training edges; drop its held-out pairs from valid/test;
-3. re-draw the rows of users and items left with no interaction at all (`forget_isolated_nodes`);
-4. record what was erased in the root's working store, then the method's state for the new data, then the
-   new checkpoint, which holds lineage hashes only. The checkpoint is written last: when it exists, the
-   state that continues it exists too.
+3. re-draw the rows of users and items left with no interaction at all (`forget_isolated_nodes`), and give
+   the model the feature rows it may still read (a modality constraint's withdrawals, the items out of the
+   catalogue), whatever the method did;
+4. record what was erased, withdrawn or taken out of the catalogue in the root's working store, then the
+   method's state for the new data, then the new checkpoint, which holds lineage hashes only. The checkpoint
+   is written last: when it exists, the state that continues it exists too.
 """
 from __future__ import annotations
 
@@ -16,16 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from .data.interactions import Dataset
 from .data.requests import Request
 from .eval.forgetting import audit
+from .models.base import Recommender
+from .models.registry import attach_content
 from .storage import StorageError, atomic_folder, exclusive, fault_point, recover
-from .train.checkpoint import CONFIG_FILE, load_checkpoint, record_erasure, root_of, save_checkpoint
+from .train.checkpoint import (CONFIG_FILE, catalogue_removed, load_checkpoint, model_content, record_erasure,
+                               root_of, save_checkpoint)
 from .train.config import RunConfig
 from .train.runs import test_metrics
-from .unlearn.base import Unlearner, forget_isolated_nodes
+from .unlearn.base import Unlearner, forget_isolated_nodes, without_removed
 from .unlearn.registry import build_unlearner, unlearner_class
 
 UNLEARNERS_DIR = "unlearners"
@@ -46,6 +52,14 @@ class ErasureOutcome:
     reinitialised: dict[str, int]
     before: dict = field(default_factory=dict)    # request-edge mean score and test metrics before
     after: dict = field(default_factory=dict)     # ... and after
+    withdrawn: dict[str, int] = field(default_factory=dict)   # items whose features this request withdrew
+    removed: int = 0                              # items this request took out of the catalogue
+
+
+def checkpoint_scorer(checkpoint: Path, model: Recommender):
+    """What answers queries for the checkpoint whose loaded model is `model`: the model, with the items its
+    take-downs removed from the catalogue scored below every other item (never recommended)."""
+    return without_removed(model, catalogue_removed(checkpoint))
 
 
 def method_state_dir(root: Path, method: str, data_hash: str) -> Path:
@@ -86,9 +100,14 @@ def forgetting_evidence(scorer, forgotten, residual: Dataset, seed: int) -> dict
     same-user non-edges (what a forgotten edge should look like), the forgotten items' mean percentile rank
     among their users' unmasked items, and the membership-inference AUC against held-out edges when the
     request is large enough (the `evidence_*` keys; the receipt's `nonedge_score`, `forget_rank_after`,
-    `mia_auc_after`)."""
-    found = audit(scorer, forgotten, residual.train, residual.test, valid=residual.valid, seed=seed,
-                  max_users=EVIDENCE_MAX_USERS)
+    `mia_auc_after`). A request without edges (a modality constraint) has none: the values are None."""
+    if len(forgotten) == 0:
+        return {"evidence_nonedge_score": None, "evidence_forget_rank": None, "evidence_mia_auc": None,
+                "evidence_audit_edges": 0}
+    # items out of the catalogue score far below zero: σ(score) is 0 and the MI ratios infinite (unused here)
+    with np.errstate(divide="ignore"):
+        found = audit(scorer, forgotten, residual.train, residual.test, valid=residual.valid, seed=seed,
+                      max_users=EVIDENCE_MAX_USERS)
     enough = found["audit_edges"] >= MIA_MIN_EDGES
     return {"evidence_nonedge_score": found["nonedge_score_mean"], "evidence_forget_rank": found["forget_rank_pct"],
             "evidence_mia_auc": found["mia_auc"] if enough else None, "evidence_audit_edges": int(found["audit_edges"])}
@@ -96,10 +115,11 @@ def forgetting_evidence(scorer, forgotten, residual: Dataset, seed: int) -> dict
 
 def continue_unlearner(method: str, checkpoint: Path, root: Path, data: Dataset, settings: list[str] | dict,
                        run: RunConfig, progress: bool = False, notes: Notes = lambda message: None,
-                       loaded_root: tuple | None = None) -> Unlearner:
+                       loaded_root: tuple | None = None, loaded: Recommender | None = None) -> Unlearner:
     """The method's state for the model at `checkpoint` (its data `data`), ready for the next request: loaded
     from the root's working store, or built and prepared here for methods without a one-off preparation.
-    `loaded_root` is the root's (model, data) when the caller has loaded them already."""
+    `loaded_root` is the root's (model, data) and `loaded` the checkpoint's model when the caller has loaded
+    them already."""
     from .config import load_config
 
     cls = unlearner_class(method)
@@ -122,7 +142,7 @@ def continue_unlearner(method: str, checkpoint: Path, root: Path, data: Dataset,
                                f"{method} --checkpoint {checkpoint}` first")
         raise ErasureError(f"no {method} state continues {checkpoint} (it was made by another method, or its state "
                            f"was removed): unlearn with {method} from {root}, prepared with `recunlearn prepare`")
-    model, _, _, _ = load_checkpoint(checkpoint)
+    model = loaded if loaded is not None else load_checkpoint(checkpoint)[0]
     return build_unlearner(method, settings, run=run, progress=progress).prepare(model, data)
 
 
@@ -140,22 +160,32 @@ def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], 
     with exclusive(checkpoint, "unlearn"), writing(out, "unlearn", overwrite, notes=notes):
         model, run, data, _ = load_checkpoint(checkpoint)
         request = load_request(data)
+        if request.withdrawn and not unlearner_class(method).adapts_to_withdrawals:
+            raise ErasureError(f"{method} does not adapt a model to withdrawn item features (it forgets "
+                               "interactions): apply this modality constraint with --method reverse-bpr")
         root = root_of(checkpoint)
         root_model, _, root_data, _ = (model, run, data, None) if root == checkpoint else load_checkpoint(root)
+        # (a copy of the model: a method may change the model it is given, and the root's weights are hashed below)
         unlearner = continue_unlearner(method, checkpoint, root, data, settings or [], run, progress, notes,
-                                       loaded_root=(root_model, root_data))
-        pairs = (torch.from_numpy(request.edges.users), torch.from_numpy(request.edges.items))
+                                       loaded_root=(root_model, root_data), loaded=model.clone())
+        removed_before = catalogue_removed(checkpoint)
         current = unlearner.state
-        before = {"request_score_mean": current.scorer.score_pairs(*pairs).mean().item(),
-                  **test_metrics(current.scorer, current.dataset, ks=[20]), "train_edges": len(current.dataset.train)}
+        scorer = without_removed(current.scorer, removed_before)
+        before = {"request_score_mean": request_score_mean(scorer, request),
+                  **test_metrics(scorer, current.dataset, ks=[20]), "train_edges": len(current.dataset.train)}
         result = unlearner.unlearn(request)   # the whole request: a method may use its kind (a take-down)
         residual = request.apply(result.dataset)
+        removed = np.union1d(removed_before, result.removed_items).astype(np.int64)
         # relative to the root: a subject erased by an earlier request stays re-drawn in every descendant
         reset = forget_isolated_nodes(result.model, root_data, residual, seed=int(request_sha256[:8], 16))
-        after = {"request_score_mean": result.scorer.score_pairs(*pairs).mean().item(),
-                 **test_metrics(result.scorer, residual, ks=[20]), "train_edges": len(residual.train),
-                 **forgetting_evidence(result.scorer, request.edges, residual, seed=int(request_sha256[:8], 16))}
-        lineage = record_erasure(root, root_data, residual, parent=checkpoint, method=method, root_model=root_model)
+        # the model measured here reads exactly what it reads when the checkpoint is loaded
+        attach_content(result.model, model_content(residual, removed))
+        scorer = without_removed(result.model, removed)
+        after = {"request_score_mean": request_score_mean(scorer, request),
+                 **test_metrics(scorer, residual, ks=[20]), "train_edges": len(residual.train),
+                 **forgetting_evidence(scorer, request.edges, residual, seed=int(request_sha256[:8], 16))}
+        lineage = record_erasure(root, root_data, residual, parent=checkpoint, method=method, root_model=root_model,
+                                 removed=removed)
         fault_point("unlearn:after-erasure-record")
         if unlearner.has_preparation():
             unlearner.state.dataset = residual      # the next request continues from exactly this data
@@ -164,14 +194,25 @@ def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], 
             with atomic_folder(state, fault_prefix="state") as tmp:
                 unlearner.save(tmp)
         fault_point("unlearn:after-state")
+        withdrawn = {name: int(len(np.setdiff1d(items, data.withdrawn.get(name, []))))
+                     for name, items in residual.withdrawn.items()}
         outcome = ErasureOutcome(out, method, len(request.edges), request.held_out_counts(data), result.seconds,
-                                 reset, before, after)
+                                 reset, before, after, {name: n for name, n in withdrawn.items() if n},
+                                 int(len(removed) - len(removed_before)))
         summary = {"method": method, "edges": outcome.edges, "held_out": outcome.held_out,
                    "seconds": result.seconds, "request_sha256": request_sha256, "request_kind": request.kind,
-                   "reinitialised": reset}
+                   "reinitialised": reset, "withdrawn": outcome.withdrawn, "removed": outcome.removed}
         save_checkpoint(out, result.model, run, residual, metrics={"test": test_part(after)},
                         extra={"unlearned": summary}, lineage=lineage)
     return outcome
+
+
+def request_score_mean(scorer, request: Request) -> float | None:
+    """The mean score of the request's edges (None for a request without edges: a modality constraint)."""
+    if len(request.edges) == 0:
+        return None
+    pairs = (torch.from_numpy(request.edges.users), torch.from_numpy(request.edges.items))
+    return scorer.score_pairs(*pairs).mean().item()
 
 
 def test_part(measured: dict) -> dict:

@@ -83,3 +83,11 @@ def test_requests_compose_from_the_previous_result(trained_lightgcn):
     two = unlearner.unlearn(second)
     replay = GradientAscent({"steps": 3}, run=RUN, progress=False).prepare(one.model.clone(), one.dataset)
     torch.testing.assert_close(replay.unlearn(second).model.embedding.weight, two.model.embedding.weight)
+
+
+def test_an_empty_forget_set_gives_no_triples_instead_of_looping_forever():
+    from recunlearn.data.interactions import Interactions
+
+    train = Interactions.from_arrays([0, 1], [1, 0], 2, 3)
+    assert list(forget_triples(Interactions.empty(2, 3), train, np.random.default_rng(0), batch_size=8,
+                               steps=5)) == []

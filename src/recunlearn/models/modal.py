@@ -3,7 +3,8 @@ item-item graph of each modality (LATTICE / FREEDOM style).
 
 A withdrawn row (a modality constraint, or an item taken down) is zeroed before anything reads it and leaves
 that modality's item-item graph, so no later computation can depend on its values. The masks are part of the
-state dict: a checkpoint of an unlearned model keeps its withdrawals.
+state dict, so a saved model keeps its withdrawals; a checkpoint derived by erasure leaves them out
+(`withdrawal_state_keys`) and its loader rebuilds them from the erasure record.
 """
 from __future__ import annotations
 
@@ -108,6 +109,10 @@ class ContentRecommender(Recommender):
 
     def withdrawn_mask(self, name: str) -> torch.Tensor:
         return getattr(self, f"withdrawn_{name}")
+
+    def withdrawal_state_keys(self) -> list[str]:
+        """The state-dict entries that only say which rows are withdrawn (the masks, one per modality)."""
+        return [f"withdrawn_{name}" for name in self.modality_names]
 
     @torch.no_grad()
     def withdraw(self, name: str, items) -> None:

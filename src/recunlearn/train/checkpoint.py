@@ -8,6 +8,11 @@ can be restored. Its config records its lineage as hashes (of the erased set, of
 and where its root checkpoint is; the root (the model that was trained, which knew everything anyway) keeps
 the erasure record in its private working store (`ROOT/erasures/`), and loading the unlearned checkpoint
 rebuilds its data from the root. `export` writes the shippable form: weights, config and hashes only.
+
+The erasure record also holds the items whose features of a modality were withdrawn (modality constraints) and
+the items taken out of the catalogue (take-downs); the unlearned checkpoint holds their hashes and counts, and
+no mask or list of them. Loading rebuilds the model with those feature rows withdrawn and the removed items out
+of every item-item graph; `catalogue_removed` names the removed items for whoever answers queries.
 """
 from __future__ import annotations
 
@@ -22,8 +27,9 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data.interactions import Dataset, Interactions
+from ..data.interactions import DataError, Dataset, Interactions
 from ..models.base import Recommender
+from ..models.modal import ContentRecommender
 from ..models.registry import build_model
 from ..storage import atomic_file, atomic_folder, recover_unlocked
 from .config import RunConfig
@@ -31,6 +37,7 @@ from .inputs import load_data
 
 CONFIG_FILE, WEIGHTS_FILE, EDITS_FILE = "config.json", "weights.pt", "train_edits.npz"
 ERASURES_DIR = "erasures"          # in a root checkpoint: the erasure record of each checkpoint derived from it
+WITHDRAWN_PREFIX, REMOVED_KEY = "withdrawn_", "removed_items"   # a record's arrays besides the erased pairs
 SPLITS = ("train", "valid", "test")
 
 
@@ -64,7 +71,7 @@ def save_checkpoint(path: str | Path, model: Recommender, run: RunConfig, datase
         if lineage is not None:
             meta["lineage"] = lineage
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-        torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
+        torch.save(_weights_to_write(model, derived=lineage is not None), tmp / WEIGHTS_FILE)
         for stem, state in (tensors or {}).items():
             torch.save(state, tmp / f"{stem}.pt")
         added, removed = dataset.train_edits()
@@ -72,6 +79,20 @@ def save_checkpoint(path: str | Path, model: Recommender, run: RunConfig, datase
             np.savez(tmp / EDITS_FILE, added_users=added.users, added_items=added.items,
                      removed_users=removed.users, removed_items=removed.items)
     return path
+
+
+def _withdrawal_keys(model: Recommender) -> list[str]:
+    return model.withdrawal_state_keys() if isinstance(model, ContentRecommender) else []
+
+
+def _weights_to_write(model: Recommender, derived: bool) -> dict:
+    """The state dict; for a checkpoint derived by erasure, without the withdrawn masks: which items they name
+    is in the root's erasure record, and loading rebuilds them from it."""
+    state = model.state_dict()
+    if derived:
+        for key in _withdrawal_keys(model):
+            state.pop(key, None)
+    return state
 
 
 # --- lineage of unlearned checkpoints ----------------------------------------------------------------
@@ -90,6 +111,27 @@ def erased_digest(erased: dict[str, Interactions]) -> str:
     return hashlib.sha256("/".join(f"{split}:{erased[split].hash}" for split in SPLITS).encode()).hexdigest()
 
 
+def withdrawn_digest(withdrawn: dict[str, np.ndarray]) -> str:
+    """SHA-256 of the withdrawn feature rows, modality by modality."""
+    h = hashlib.sha256()
+    for name in sorted(withdrawn):
+        h.update(f"{name}:".encode() + np.asarray(withdrawn[name], np.int64).tobytes() + b"/")
+    return h.hexdigest()
+
+
+def removed_digest(items: np.ndarray) -> str:
+    """SHA-256 of the items out of the catalogue."""
+    return hashlib.sha256(b"removed:" + np.asarray(items, np.int64).tobytes()).hexdigest()
+
+
+def model_content(dataset: Dataset, removed: np.ndarray) -> Dataset:
+    """What a model of this data may read: its withdrawn feature rows, and every feature row of the items out of
+    the catalogue (a taken-down item leaves every modality's item-item graph)."""
+    for name in (dataset.modalities if len(removed) else ()):
+        dataset = dataset.with_withdrawn(name, removed)
+    return dataset
+
+
 def root_of(path: str | Path) -> Path:
     """The root checkpoint of `path` (itself unless it was derived by erasure)."""
     path = Path(path)
@@ -98,17 +140,37 @@ def root_of(path: str | Path) -> Path:
 
 
 def record_erasure(root: str | Path, root_data: Dataset, derived: Dataset, *, parent: str | Path,
-                   method: str, root_model: Recommender) -> dict:
-    """Store, in the root's working store, what `derived` no longer holds of `root_data`; returns the lineage
-    to put in the derived checkpoint (hashes and counts, no pairs)."""
+                   method: str, root_model: Recommender, removed=()) -> dict:
+    """Store, in the root's working store, what `derived` no longer holds of `root_data` (erased pairs, withdrawn
+    feature rows) and the items out of the catalogue (`removed`, all of them so far); returns the lineage to put
+    in the derived checkpoint (hashes and counts, no pairs, no items)."""
     root = Path(root)
     erased = {split: getattr(root_data, split).subtract(getattr(derived, split)) for split in SPLITS}
-    with atomic_file(root / ERASURES_DIR / f"{derived.hash}.npz") as tmp:
+    withdrawn = {name: np.setdiff1d(items, root_data.withdrawn.get(name, [])).astype(np.int64)
+                 for name, items in derived.withdrawn.items()}
+    withdrawn = {name: items for name, items in withdrawn.items() if len(items)}
+    removed = np.unique(np.asarray(removed, np.int64))
+    lineage = {"root": str(root.resolve()), "parent": str(Path(parent).resolve()), "method": method,
+               "root_weights_sha256": weights_digest(root_model), "root_dataset_hash": root_data.hash,
+               "erased_sha256": erased_digest(erased), "erased": {split: len(erased[split]) for split in SPLITS}}
+    if withdrawn:
+        lineage.update(withdrawn_sha256=withdrawn_digest(withdrawn),
+                       withdrawn={name: len(items) for name, items in withdrawn.items()})
+    if len(removed):
+        lineage.update(removed_sha256=removed_digest(removed), removed=len(removed))
+    with atomic_file(record_file(root, derived.hash, lineage)) as tmp:
         np.savez(tmp, **{f"{split}_{axis}": getattr(erased[split], axis) for split in SPLITS
-                         for axis in ("users", "items")})
-    return {"root": str(root.resolve()), "parent": str(Path(parent).resolve()), "method": method,
-            "root_weights_sha256": weights_digest(root_model), "root_dataset_hash": root_data.hash,
-            "erased_sha256": erased_digest(erased), "erased": {split: len(erased[split]) for split in SPLITS}}
+                         for axis in ("users", "items")},
+                 **{f"{WITHDRAWN_PREFIX}{name}": items for name, items in withdrawn.items()},
+                 **({REMOVED_KEY: removed} if len(removed) else {}))
+    return lineage
+
+
+def record_file(root: Path, dataset_hash: str, lineage: dict) -> Path:
+    """The erasure record of the checkpoint of data `dataset_hash`. The data's hash covers the erased pairs and
+    the withdrawn rows, not the catalogue: a take-down with and without removal needs two records."""
+    removal = f"-removed-{lineage['removed_sha256'][:16]}" if lineage.get("removed") else ""
+    return Path(root) / ERASURES_DIR / f"{dataset_hash}{removal}.npz"
 
 
 def _resolve_root(path: Path, lineage: dict) -> Path:
@@ -120,6 +182,33 @@ def _resolve_root(path: Path, lineage: dict) -> Path:
     return root
 
 
+def _read_record(path: Path, meta: dict) -> tuple[Path, dict[str, np.ndarray]]:
+    """(the record file, its arrays) of the derived checkpoint at `path`, with the withdrawn rows and the removed
+    items checked against the lineage's hashes (the erased pairs are checked where they are rebuilt)."""
+    lineage = meta["lineage"]
+    root = _resolve_root(path, lineage)
+    record = record_file(root, meta["dataset_hash"], lineage)
+    if not record.is_file():
+        raise CheckpointError(f"{path}: the erasure record {record} is missing from its root's working store")
+    try:
+        with np.load(record) as z:
+            arrays = {key: z[key] for key in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path}: the erasure record {record} is unreadable ({err}); restore it, or apply "
+                              f"the requests again from {root}") from None
+    withdrawn = {key.removeprefix(WITHDRAWN_PREFIX): items for key, items in arrays.items()
+                 if key.startswith(WITHDRAWN_PREFIX)}
+    removed = arrays.get(REMOVED_KEY, np.empty(0, np.int64))
+    for what, found, expected in (("withdrawn features", withdrawn_digest(withdrawn) if withdrawn else None,
+                                   lineage.get("withdrawn_sha256")),
+                                  ("removed items", removed_digest(removed) if len(removed) else None,
+                                   lineage.get("removed_sha256"))):
+        if found != expected:
+            raise CheckpointError(f"{path}: the {what} in the erasure record {record} do not match the recorded "
+                                  f"hash (the record was altered); restore it, or apply the requests again from {root}")
+    return record, arrays
+
+
 def _derived_dataset(path: Path, meta: dict) -> Dataset:
     lineage = meta["lineage"]
     root = _resolve_root(path, lineage)
@@ -127,16 +216,29 @@ def _derived_dataset(path: Path, meta: dict) -> Dataset:
     if root_data.hash != lineage["root_dataset_hash"]:
         raise CheckpointError(f"{path}: its root {root} now holds other data ({root_data.hash}, expected "
                               f"{lineage['root_dataset_hash']}): it was retrained or replaced after the erasure")
-    record = root / ERASURES_DIR / f"{meta['dataset_hash']}.npz"
-    if not record.is_file():
-        raise CheckpointError(f"{path}: the erasure record {record} is missing from its root's working store")
-    with np.load(record) as z:
-        erased = {split: Interactions.from_arrays(z[f"{split}_users"], z[f"{split}_items"], root_data.n_users,
-                                                  root_data.n_items) for split in SPLITS}
-    if erased_digest(erased) != lineage["erased_sha256"]:
+    record, arrays = _read_record(path, meta)
+    try:
+        erased = {split: Interactions.from_arrays(arrays[f"{split}_users"], arrays[f"{split}_items"],
+                                                  root_data.n_users, root_data.n_items) for split in SPLITS}
+    except (KeyError, DataError):
+        erased = None
+    if erased is None or erased_digest(erased) != lineage["erased_sha256"]:
         raise CheckpointError(f"{path}: the erasure record {record} does not match the recorded hash")
     data = root_data.with_train(root_data.train.subtract(erased["train"]))
+    for key, items in arrays.items():
+        if key.startswith(WITHDRAWN_PREFIX):
+            data = data.with_withdrawn(key.removeprefix(WITHDRAWN_PREFIX), items)
     return data.with_held_out(root_data.valid.subtract(erased["valid"]), root_data.test.subtract(erased["test"]))
+
+
+def catalogue_removed(path: str | Path) -> np.ndarray:
+    """The items out of the catalogue at checkpoint `path` (taken down by its erasures): whoever answers queries
+    for it scores them below every other item (`unlearn.base.without_removed`). Empty for a trained model."""
+    path = Path(path)
+    meta = read_meta(path)
+    if not meta.get("lineage", {}).get("removed"):
+        return np.empty(0, np.int64)
+    return _read_record(path, meta)[1][REMOVED_KEY].astype(np.int64)
 
 
 def export_checkpoint(path: str | Path, out: str | Path) -> Path:
@@ -149,7 +251,9 @@ def export_checkpoint(path: str | Path, out: str | Path) -> Path:
     shipped["exported"] = True
     if lineage is not None:
         shipped["lineage"] = {key: lineage[key] for key in ("method", "root_weights_sha256", "root_dataset_hash",
-                                                             "erased_sha256", "erased")}
+                                                             "erased_sha256", "erased", "withdrawn_sha256",
+                                                             "withdrawn", "removed_sha256", "removed")
+                              if key in lineage}
     state = _load_weights(path)
     with atomic_folder(out, fault_prefix="export") as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(shipped, indent=2))
@@ -213,9 +317,15 @@ def load_checkpoint(path: str | Path, dataset: Dataset | None = None) -> tuple[R
 
     path = Path(path)
     run, dataset, meta = load_checkpoint_data(path, dataset)
-    model = build_model(run.model, dataset.n_users, dataset.n_items, content=dataset)
+    derived = "lineage" in meta
+    removed = catalogue_removed(path) if derived else np.empty(0, np.int64)
+    model = build_model(run.model, dataset.n_users, dataset.n_items, content=model_content(dataset, removed))
+    weights = _load_weights(path)
+    if derived:   # the withdrawn masks were left out on writing: the ones built from the record stand
+        own = model.state_dict()
+        weights = {**{key: own[key] for key in _withdrawal_keys(model) if key not in weights}, **weights}
     try:
-        model.load_state_dict(_load_weights(path))
+        model.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(f"{path / WEIGHTS_FILE}: the weights do not fit a {run.model.name} model of "
                               f"{dataset.n_users} users x {dataset.n_items} items "

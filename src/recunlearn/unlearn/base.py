@@ -14,6 +14,9 @@ service drive any registered method without knowing its internals:
   positives.
 - `save(dir)` / `load(dir, model, dataset)`: the method's private working state (it may hold what the
   method needs to continue, such as the forgotten edges; it is not a deliverable to ship).
+
+An item take-down may also take items out of the catalogue (`UnlearnResult.removed_items`); whoever answers
+queries for such a state scores them with `RemovedItemsScorer` (`without_removed`), so that no list holds them.
 """
 from __future__ import annotations
 
@@ -36,6 +39,9 @@ from ..train.config import RunConfig
 
 Kind = Literal["exact", "approximate", "control"]
 STATE_FILE, FORGOTTEN_FILE, WEIGHTS_FILE = "unlearner.json", "forgotten.npz", "weights.pt"
+WITHDRAWN_FILE = "withdrawn.npz"
+# What an item out of the catalogue scores: below any real score, but finite, so that attacks and AUCs stay defined.
+REMOVED_SCORE = -1e4
 
 
 class NoConfig(StrictConfig):
@@ -53,6 +59,31 @@ class UnlearnResult:
     kind: Kind
     model: Recommender | None = None      # the new model state, for methods that have one
     report: dict = field(default_factory=dict)
+    # items out of the catalogue since `prepare` (a take-down), which `scorer` never recommends
+    removed_items: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+
+class RemovedItemsScorer:
+    """`model`'s scores with the `removed` items at REMOVED_SCORE for every user."""
+
+    def __init__(self, model: Scorer, removed: np.ndarray):
+        self.model, self.removed = model, torch.as_tensor(np.asarray(removed, np.int64), dtype=torch.long)
+        self.n_users, self.n_items = model.n_users, model.n_items
+        self._mask = torch.zeros(model.n_items, dtype=torch.bool)
+        self._mask[self.removed] = True
+
+    @torch.no_grad()
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        return self.model.score_users(users).masked_fill(self._mask, REMOVED_SCORE)
+
+    @torch.no_grad()
+    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.model.score_pairs(users, items).masked_fill(self._mask[items], REMOVED_SCORE)
+
+
+def without_removed(scorer: Scorer, removed: np.ndarray) -> Scorer:
+    """`scorer` with the `removed` items out of the catalogue (scorer itself when there are none)."""
+    return RemovedItemsScorer(scorer, removed) if len(removed) else scorer
 
 
 class Unlearner(ABC):
@@ -65,6 +96,9 @@ class Unlearner(ABC):
     # Whether a result carries one model (an embedding state to write as a checkpoint); an ensemble or a
     # serving-time filter answers through its scorer only.
     has_model: ClassVar[bool] = True
+    # Whether the method adapts the model to a modality constraint (a request that withdraws item features and
+    # forgets no edge); a method that only forgets edges has nothing to do with one.
+    adapts_to_withdrawals: ClassVar[bool] = False
     # Config fields read only when a request arrives: two configs that differ only here prepare identically,
     # so one prepared state serves both (e.g. zero-shot and fine-tuned UnlearnRec).
     request_time_fields: ClassVar[frozenset[str]] = frozenset()
@@ -164,6 +198,12 @@ class Unlearner(ABC):
         np.savez(path / FORGOTTEN_FILE, users=forgotten.users, items=forgotten.items)
         if self.state.model is not None and self.state.model is not self.original:
             torch.save(self.state.model.state_dict(), path / WEIGHTS_FILE)
+        # modality constraints applied since `prepare`: the current data is the original one without the
+        # forgotten edges and with these feature rows withdrawn
+        withdrawn = {name: np.setdiff1d(items, self.original_data.withdrawn.get(name, []))
+                     for name, items in self.state.dataset.withdrawn.items()}
+        if any(len(items) for items in withdrawn.values()):
+            np.savez(path / WITHDRAWN_FILE, **withdrawn)
         meta = {"method": self.name, "config": self.config.model_dump(mode="json"),
                 "prepare_seconds": self.prepare_seconds, "forgotten_hash": forgotten.hash,
                 "original_train_hash": self.original_data.train.hash}
@@ -191,6 +231,10 @@ class Unlearner(ABC):
         with np.load(path / FORGOTTEN_FILE) as z:
             forgotten = Interactions.from_arrays(z["users"], z["items"], dataset.n_users, dataset.n_items)
         residual = dataset.with_train(dataset.train.subtract(forgotten))
+        if (path / WITHDRAWN_FILE).is_file():
+            with np.load(path / WITHDRAWN_FILE) as z:
+                for name in z.files:
+                    residual = residual.with_withdrawn(name, z[name])
         current = None
         if (path / WEIGHTS_FILE).is_file():
             from ..data.graph import build_graph

@@ -17,6 +17,7 @@ class FineTuneConfig(StrictConfig):
 
 class FineTune(Unlearner):
     name = "finetune"
+    adapts_to_withdrawals = True      # training reads the data's withdrawn feature rows as withdrawn
     kind = "approximate"
     config_class = FineTuneConfig
     needs_run = True

@@ -31,7 +31,7 @@ def forget_triples(forget: Interactions, train: Interactions, rng: np.random.Gen
     """`steps` batches of (user, forgotten item, negative), in shuffled passes over `forget`; negatives are
     items the user has no edge with in `train` (which still holds the forgotten edges, so none is drawn)."""
     done = 0
-    while True:
+    while len(forget):                  # an empty forget set has no triple: no step at all
         order = rng.permutation(len(forget))
         users, items = forget.users[order], forget.items[order]
         negatives = sample_negatives(train, users, rng)
@@ -70,5 +70,5 @@ class GradientAscent(Unlearner):
             losses.append(loss.item())
         model.invalidate()
         model.eval()
-        return self._result(model, residual, edges, model, steps=cfg.steps, forget_bpr_first=losses[0],
-                            forget_bpr_last=losses[-1])
+        return self._result(model, residual, edges, model, steps=len(losses),
+                            forget_bpr_first=losses[0] if losses else None, forget_bpr_last=losses[-1] if losses else None)

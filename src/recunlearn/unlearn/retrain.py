@@ -18,6 +18,7 @@ class RetrainConfig(StrictConfig):
 
 class Retrain(Unlearner):
     name = "retrain"
+    adapts_to_withdrawals = True      # training reads the data's withdrawn feature rows as withdrawn
     kind = "exact"
     config_class = RetrainConfig
     needs_run = True

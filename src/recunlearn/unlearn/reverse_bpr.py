@@ -41,10 +41,8 @@ from ..eval.ranking import evaluate
 from ..models.base import Recommender, bpr_loss
 from ..models.modal import ContentRecommender
 from ..models.registry import attach_content
-from .base import UnlearnResult, Unlearner
+from .base import UnlearnResult, Unlearner, without_removed
 
-# What a removed item scores: below any real score, but finite, so that attacks and AUCs stay defined.
-REMOVED_SCORE = -1e4
 REMOVED_FILE = "removed_items.npy"
 
 
@@ -71,29 +69,12 @@ class ReverseBPRConfig(StrictConfig):
     seed: int = Field(0, description="seed of the retain samples, the negatives and the validation split")
 
 
-class RemovedItemsScorer:
-    """`model`'s scores with the `removed` items at REMOVED_SCORE for every user."""
-
-    def __init__(self, model: Recommender, removed: np.ndarray):
-        self.model, self.removed = model, torch.as_tensor(removed, dtype=torch.long)
-        self.n_users, self.n_items = model.n_users, model.n_items
-        self._mask = torch.zeros(model.n_items, dtype=torch.bool)
-        self._mask[self.removed] = True
-
-    @torch.no_grad()
-    def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        return self.model.score_users(users).masked_fill(self._mask, REMOVED_SCORE)
-
-    @torch.no_grad()
-    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.model.score_pairs(users, items).masked_fill(self._mask[items], REMOVED_SCORE)
-
-
 class ReverseBPR(Unlearner):
     name = "reverse-bpr"
     kind = "approximate"
     config_class = ReverseBPRConfig
     needs_run = True
+    adapts_to_withdrawals = True
     _kind: str | None = None                       # the kind of the request being applied
     removed: np.ndarray = np.empty(0, np.int64)    # items out of the catalogue, over every request so far
 
@@ -134,10 +115,11 @@ class ReverseBPR(Unlearner):
         model.invalidate()
         model.eval()
         self.removed = np.union1d(self.removed, removed).astype(np.int64)
-        scorer = RemovedItemsScorer(model, self.removed) if len(self.removed) else model
-        return self._result(scorer, residual, edges, model, epochs_run=len(history), stopped_early_at=stopped,
-                            target_forget_recall=target, removed_items=int(len(removed)), reset_users=reset["users"],
-                            reset_items=reset["items"], history=history)
+        result = self._result(without_removed(model, self.removed), residual, edges, model, epochs_run=len(history),
+                              stopped_early_at=stopped, target_forget_recall=target, removed_items=int(len(removed)),
+                              reset_users=reset["users"], reset_items=reset["items"], history=history)
+        result.removed_items = self.removed
+        return result
 
     # --- the working state: the catalogue removals travel with it ------------------------------------
     def _save_extra(self, path: Path) -> None:
@@ -149,8 +131,7 @@ class ReverseBPR(Unlearner):
     def _restore(self, original: Recommender, current: Recommender | None, residual: Dataset,
                  forgotten: Interactions) -> UnlearnResult:
         result = super()._restore(original, current, residual, forgotten)
-        if len(self.removed):
-            result.scorer = RemovedItemsScorer(result.model, self.removed)
+        result.scorer, result.removed_items = without_removed(result.model, self.removed), self.removed
         return result
 
     # --- parts -------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -24,8 +25,15 @@ class ServedModel:
     model: Any
     data: Any
     seen: Any              # train ∪ valid: excluded from the lists
-    unseen: np.ndarray     # per user: how many items the lists can hold
+    unseen: np.ndarray     # per user: how many items the lists can hold (before catalogue removals)
     active: np.ndarray     # per user: any interaction in train, valid or test
+    removed: np.ndarray    # items a take-down removed from the catalogue: scored last, never listed
+
+    def available(self, user: int) -> int:
+        """How many items `user`'s list can hold: the unseen ones still in the catalogue."""
+        removed_unseen = len(self.removed) - int(self.seen.contains(np.full(len(self.removed), user),
+                                                                    self.removed).sum()) if len(self.removed) else 0
+        return int(self.unseen[user]) - removed_unseen
 
 
 class ModelCache:
@@ -48,12 +56,14 @@ class ModelCache:
 
     @staticmethod
     def _load(version: int, path: str) -> ServedModel:
-        from ...train.checkpoint import load_checkpoint
+        from ...erasure import checkpoint_scorer
+        from ...train.checkpoint import catalogue_removed, load_checkpoint
         model, _, data, _ = load_checkpoint(path)
         seen = data.train.union(data.valid)
         seen_degree = seen.user_degree()
         active = seen_degree + data.test.user_degree() > 0
-        return ServedModel(version, model, data, seen, data.n_items - seen_degree, active)
+        return ServedModel(version, checkpoint_scorer(Path(path), model), data, seen, data.n_items - seen_degree,
+                           active, catalogue_removed(path))
 
 
 _cache_lock = threading.Lock()
@@ -84,6 +94,6 @@ def get_recommendations(user: str, request: Request, principal: Annotated[Princi
         index = None
     if index is None or not served.active[index]:
         raise HTTPException(404, f"no user {user!r} in model version {served.version}")
-    top = topk_items(served.model, [int(index)], k, served.seen).numpy()[0][:int(served.unseen[index])]
+    top = topk_items(served.model, [int(index)], k, served.seen).numpy()[0][:served.available(int(index))]
     items = [str(label) for label in data.item_ids.label(top)]
     return JSONResponse({"user": user, "model_version": served.version, "k": k, "items": items})
