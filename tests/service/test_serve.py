@@ -103,6 +103,39 @@ def test_recommendations_exclude_seen_items_in_original_ids(served, data):
     assert set(body["items"]) <= {str(x) for x in data.item_ids.labels.tolist()}
 
 
+def test_the_suppression_list_holds_for_recommendations_from_acknowledgement_on(served, data):
+    """No worker runs between these calls: only the suppression list can keep the subjects out."""
+    client, headers, *_ = served
+    recs = headers["recs:read"]
+    listed = lambda user, **params: client.get(f"/v1/recommendations/{user}", params=params,   # noqa: E731
+                                               headers=recs).json()["items"]
+    taken_down = listed("5", k=1)[0]
+    assert client.post("/v1/erasures", json={"item": taken_down}, headers=headers["erasure:write"]).status_code == 202
+    pair_item = listed("6", k=1)[0] if listed("6", k=1)[0] != taken_down else listed("6", k=2)[1]
+    # a pair the data does not hold (a recommendation, not an interaction): recorded as suppression only
+    assert client.post("/v1/erasures", json={"pairs": [["6", pair_item]], "suppress_only": True},
+                       headers=headers["erasure:write"]).status_code == 200
+    assert client.post("/v1/erasures", json={"user": "7"}, headers=headers["erasure:write"]).status_code == 202
+    for user in ("5", "6", "8"):
+        assert taken_down not in listed(user, k=50) and len(listed(user, k=50)) == 50
+    assert pair_item not in listed("6", k=50)
+    assert pair_item in listed("8", k=data.n_items) or pair_item in seen_by(data, "8")   # only user 6's pair
+    whole = listed("6", k=data.n_items)
+    assert taken_down not in whole and pair_item not in whole
+    (u,) = data.user_ids.index(["6"])
+    seen = data.train.union(data.valid)
+    assert len(whole) == data.n_items - len(set(seen.items[seen.users == u]) | {
+        int(data.item_ids.index([taken_down])[0]), int(data.item_ids.index([pair_item])[0])})
+    gone = client.get("/v1/recommendations/7", headers=recs)
+    assert gone.status_code == 404 and "erased" in gone.json()["detail"]
+
+
+def seen_by(data, user: str) -> set[str]:
+    (u,) = data.user_ids.index([user])
+    seen = data.train.union(data.valid)
+    return set(data.item_ids.label(seen.items[seen.users == u]).astype(str).tolist())
+
+
 def test_k_is_validated_and_capped_at_unseen_items(served, data):
     client, headers, *_ = served
     for k in (0, data.n_items + 1, "x"):

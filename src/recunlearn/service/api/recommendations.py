@@ -1,6 +1,10 @@
 """`GET /v1/recommendations/{user}?k=20`: top-k items from the current published model version, the user's seen
 items (train and valid of that version's data) excluded, in the dataset's original ids. A user unknown to the
-version's data, or with no interaction left in any of its splits (wholly erased), is a 404."""
+version's data, or with no interaction left in any of its splits (wholly erased), is a 404.
+
+The suppression list applies from acknowledgement on, before any model changes: a suppressed user is a 404,
+and a taken-down item or a suppressed (user, item) pair is never listed. Items a take-down removed from the
+version's catalogue are never listed either."""
 from __future__ import annotations
 
 import threading
@@ -11,8 +15,10 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import and_, or_, select
 
 from ..auth import Principal, require
+from ..ledger import Suppression
 from ..versions import current_version
 from .errors import responses
 
@@ -28,6 +34,7 @@ class ServedModel:
     unseen: np.ndarray     # per user: how many items the lists can hold (before catalogue removals)
     active: np.ndarray     # per user: any interaction in train, valid or test
     removed: np.ndarray    # items a take-down removed from the catalogue: scored last, never listed
+    item_index: dict       # original item id (str) -> index
 
     def available(self, user: int) -> int:
         """How many items `user`'s list can hold: the unseen ones still in the catalogue."""
@@ -62,8 +69,17 @@ class ModelCache:
         seen = data.train.union(data.valid)
         seen_degree = seen.user_degree()
         active = seen_degree + data.test.user_degree() > 0
+        item_index = {str(label): index for index, label in enumerate(data.item_ids.labels.tolist())}
         return ServedModel(version, checkpoint_scorer(Path(path), model), data, seen, data.n_items - seen_degree,
-                           active, catalogue_removed(path))
+                           active, catalogue_removed(path), item_index)
+
+
+def suppressed_for(session, user: str) -> tuple[bool, set[str]]:
+    """Whether `user` is on the suppression list as a whole, and the items suppressed for them: every taken-down
+    item and the items of their suppressed pairs (original ids)."""
+    rows = session.execute(select(Suppression.kind, Suppression.item_id).where(or_(
+        Suppression.kind == "item", and_(Suppression.kind.in_(("user", "pair")), Suppression.user_id == user)))).all()
+    return any(kind == "user" for kind, _ in rows), {item for kind, item in rows if kind != "user"}
 
 
 _cache_lock = threading.Lock()
@@ -94,6 +110,17 @@ def get_recommendations(user: str, request: Request, principal: Annotated[Princi
         index = None
     if index is None or not served.active[index]:
         raise HTTPException(404, f"no user {user!r} in model version {served.version}")
-    top = topk_items(served.model, [int(index)], k, served.seen).numpy()[0][:served.available(int(index))]
+    with request.app.state.ledger.reading() as session:
+        user_erased, hidden_labels = suppressed_for(session, user)
+    if user_erased:
+        raise HTTPException(404, f"no user {user!r}: erased")
+    index = int(index)
+    known = [label for label in hidden_labels if label in served.item_index]
+    hidden = np.setdiff1d(np.array([served.item_index[label] for label in known], dtype=np.int64), served.removed)
+    if len(hidden):    # suppressed and not seen (seen items are masked anyway)
+        hidden = hidden[~served.seen.contains(np.full(len(hidden), index), hidden)]
+    available = served.available(index) - len(hidden)
+    top = topk_items(served.model, [index], min(data.n_items, k + len(hidden)), served.seen).numpy()[0]
+    top = top[~np.isin(top, hidden)][:min(k, available)]
     items = [str(label) for label in data.item_ids.label(top)]
     return JSONResponse({"user": user, "model_version": served.version, "k": k, "items": items})
