@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--batch-window", type=float, default=1.0, help="policy.batch_window_s of the worker")
     parser.add_argument("--workers", type=int, default=0, help="worker processes beside `serve --no-worker`; 0: "
                         "the worker runs in a thread of the server process (the default deployment)")
+    parser.add_argument("--finetune-every", type=int, help="policy.finetune_every (default: the policy's); a large "
+                        "value leaves scheduled fine-tuning out of the measurement")
     parser.add_argument("--log", type=Path, help="keep the server's and workers' log here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for every erasure to complete")
@@ -103,7 +105,9 @@ def main() -> None:
             url = stack.enter_context(throwaway_server())
         settings = {"state_dir": str(folder / "state"), "checkpoint": str(Path(checkpoint).resolve()),
                     "database_url": url, "policy": {"batch_size": args.batch_size,
-                                                    "batch_window_s": args.batch_window}}
+                                                    "batch_window_s": args.batch_window,
+                                                    **({"finetune_every": args.finetune_every}
+                                                       if args.finetune_every else {})}}
         config = folder / "service.yaml"
         config.write_text(yaml.safe_dump(settings))
         ledger_url = url or f"sqlite:///{(folder / 'state' / 'ledger.sqlite3').resolve()}"

@@ -148,9 +148,12 @@ def continue_unlearner(method: str, checkpoint: Path, root: Path, data: Dataset,
 
 def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], request_sha256: str, out: Path, *,
                   method: str = "unlearnrec", settings: list[str] | dict | None = None, overwrite: bool = False,
-                  progress: bool = False, notes: Notes = lambda message: None) -> ErasureOutcome:
+                  progress: bool = False, notes: Notes = lambda message: None,
+                  test_users: int | None = None) -> ErasureOutcome:
     """Forget the request (read against the checkpoint's data by `load_request`) and write the unlearned
-    model to `out`. `request_sha256` identifies the request in the new checkpoint's record (never its pairs)."""
+    model to `out`. `request_sha256` identifies the request in the new checkpoint's record (never its pairs).
+    `test_users`: measure the test metrics before and after on that many test users (one seeded sample for
+    both) instead of all of them, for a caller that applies many small requests on a large dataset."""
     checkpoint, out = Path(checkpoint), Path(out)
     if not unlearner_class(method).has_model:   # (an unknown method fails here too, before any work)
         raise ErasureError(f"{method} answers through a scorer with no model state to write as a checkpoint; "
@@ -171,8 +174,10 @@ def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], 
         removed_before = catalogue_removed(checkpoint)
         current = unlearner.state
         scorer = without_removed(current.scorer, removed_before)
+        measured = test_sample(current.dataset, test_users, seed=int(request_sha256[:8], 16))
         before = {"request_score_mean": request_score_mean(scorer, request),
-                  **test_metrics(scorer, current.dataset, ks=[20]), "train_edges": len(current.dataset.train)}
+                  **test_metrics(scorer, current.dataset, ks=[20], users=measured),
+                  "train_edges": len(current.dataset.train)}
         result = unlearner.unlearn(request)   # the whole request: a method may use its kind (a take-down)
         residual = request.apply(result.dataset)
         removed = np.union1d(removed_before, result.removed_items).astype(np.int64)
@@ -182,7 +187,7 @@ def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], 
         attach_content(result.model, model_content(residual, removed))
         scorer = without_removed(result.model, removed)
         after = {"request_score_mean": request_score_mean(scorer, request),
-                 **test_metrics(scorer, residual, ks=[20]), "train_edges": len(residual.train),
+                 **test_metrics(scorer, residual, ks=[20], users=measured), "train_edges": len(residual.train),
                  **forgetting_evidence(scorer, request.edges, residual, seed=int(request_sha256[:8], 16))}
         lineage = record_erasure(root, root_data, residual, parent=checkpoint, method=method, root_model=root_model,
                                  removed=removed)
@@ -213,6 +218,15 @@ def request_score_mean(scorer, request: Request) -> float | None:
         return None
     pairs = (torch.from_numpy(request.edges.users), torch.from_numpy(request.edges.items))
     return scorer.score_pairs(*pairs).mean().item()
+
+
+def test_sample(data: Dataset, size: int | None, seed: int) -> np.ndarray | None:
+    """`size` users with a test interaction, drawn with `seed` (None: every user; so is a size above their
+    number)."""
+    users = np.unique(data.test.users)
+    if size is None or size >= len(users):
+        return None
+    return np.sort(np.random.default_rng(seed).choice(users, size, replace=False))
 
 
 def test_part(measured: dict) -> dict:

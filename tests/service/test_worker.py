@@ -152,7 +152,7 @@ def assert_receipts(settings, ledger, acknowledged) -> None:
 # ------------------------------------------------------------------------------------------------ tests
 
 def test_a_batch_becomes_one_version_that_excludes_every_subject(tmp_path, trained, data):
-    settings, ledger, _ = make_service(tmp_path, trained)
+    settings, ledger, _ = make_service(tmp_path, trained, evidence_test_users=100)
     ids = [acknowledge(ledger, settings, data, user="13"),
            acknowledge(ledger, settings, data, pairs=some_pairs(data, "7")),
            acknowledge(ledger, settings, data, pairs=[["7", some_pairs(data, "7")[0][1]], ["no-such-user", "1"]],
@@ -179,6 +179,8 @@ def test_a_batch_becomes_one_version_that_excludes_every_subject(tmp_path, train
         # the specification's forgetting evidence, measured on the batch's forgotten edges
         assert 0 <= evidence["forget_rank_after"] <= 1 and isinstance(evidence["nonedge_score"], float)
         assert evidence["evidence_edges"] >= 20 and 0 <= evidence["mia_auc_after"] <= 1
+        # utility measured on one sample of 100 test users, before and after (erased users leave it)
+        assert evidence["test_metrics_before"]["users"] == 100 and 98 <= evidence["test_metrics_after"]["users"] <= 100
         assert "model_before" not in publisher.read_receipt(settings.state_dir, quiet)
 
     # the same user again: the newest version already excludes it, so no new version is made

@@ -25,6 +25,9 @@ class Policy(StrictConfig):
     batch_apply_s: float = Field(30.0, gt=0, description="expected seconds to apply one micro-batch and publish "
                                  "its model version (the basis of expected_completion)")
     finetune_every: int = Field(100, ge=1, description="fine-tune after this many applied erasures")
+    evidence_test_users: Optional[int] = Field(2000, ge=1, description="test users (a seeded sample per batch) "
+                                               "on which a receipt's test metrics before and after are measured; "
+                                               "null: all of them")
     finetune_interval_h: float = Field(24.0, gt=0, description="or after this many hours")
     retrain_interval_h: float = Field(168.0, gt=0, description="full retrain (suppression list applied) every "
                                       "this many hours")

@@ -278,7 +278,8 @@ class Worker:
         try:
             outcome = apply_request(Path(head.path), lambda data: batch_request(data, rows, applied, failed),
                                     batch_sha, out, method=self.settings.policy.method,
-                                    settings=self.settings.method_settings, notes=log.warning)
+                                    settings=self.settings.method_settings, notes=log.warning,
+                                    test_users=self.settings.policy.evidence_test_users)
         except NothingToErase:
             with self.ledger.writing() as session:
                 complete_on_version(session, version=head.version, worker=self.name, applied=applied)

@@ -14,9 +14,10 @@ from .distributed import Ranks
 from .trainer import Trainer, data_source
 
 
-def test_metrics(model: Recommender, dataset: Dataset, ks=(10, 20)) -> dict:
-    """Test metrics; the mask is everything the model may have seen: the (residual) train and valid sets."""
-    return evaluate(model, dataset.test, dataset.train.union(dataset.valid), ks=list(ks))
+def test_metrics(model: Recommender, dataset: Dataset, ks=(10, 20), users=None) -> dict:
+    """Test metrics (over `users` only, when given); the mask is everything the model may have seen: the
+    (residual) train and valid sets."""
+    return evaluate(model, dataset.test, dataset.train.union(dataset.valid), ks=list(ks), users=users)
 
 
 def train_and_save(run: RunConfig, dataset: Dataset, out: str | Path, progress: bool = True,
