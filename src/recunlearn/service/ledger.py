@@ -191,7 +191,9 @@ class Ledger:
         # handler.
         sqlite = self.engine.dialect.name == "sqlite"
         self._write_turn = threading.RLock() if sqlite else contextlib.nullcontext()
-        self._group = GroupCommit(self.writing)
+        # SQLite has one writer, so its commits are shared (group commit); PostgreSQL writes concurrent
+        # transactions in parallel and groups their WAL flushes itself, so there each write runs in its own.
+        self._group = GroupCommit(self.writing) if sqlite else None
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Session]:
@@ -208,11 +210,15 @@ class Ledger:
         """`write(session)` committed together with the other grouped writes waiting at the same moment (one
         transaction, a savepoint each, one durable commit); returns its result after that commit. For the many
         small independent writes of concurrent requests (acknowledgements), whose rate one commit each would
-        cap at the disk's sync rate."""
+        cap at the disk's sync rate. On PostgreSQL, one transaction of its own."""
+        if self._group is None:
+            with self.writing() as session:
+                return write(session)
         return self._group.run(write)
 
     def dispose(self) -> None:
-        self._group.close()
+        if self._group is not None:
+            self._group.close()
         self.engine.dispose()
 
 
