@@ -68,6 +68,23 @@ def method_state_dir(root: Path, method: str, data_hash: str) -> Path:
     return Path(root) / UNLEARNERS_DIR / method / data_hash
 
 
+def prune_method_states(checkpoint: Path, method: str) -> list[Path]:
+    """Delete `method`'s states in the working store of `checkpoint`'s root except the root's own (its
+    preparation) and `checkpoint`'s: for a caller that only ever continues its newest checkpoint (the erasure
+    service), since a state costs about as much disk as a model. Returns what was deleted."""
+    import shutil
+
+    from .train.checkpoint import read_meta
+
+    root = root_of(checkpoint)
+    keep = {read_meta(root)["dataset_hash"], read_meta(checkpoint)["dataset_hash"]}   # states are keyed by data
+    folder = Path(root) / UNLEARNERS_DIR / method
+    stale = [state for state in sorted(folder.iterdir()) if state.name not in keep] if folder.is_dir() else []
+    for state in stale:
+        shutil.rmtree(state, ignore_errors=True)
+    return stale
+
+
 def refuse_existing(out: Path, overwrite: bool) -> None:
     """An existing `out` is replaced only on request, and never when it is not a checkpoint of ours."""
     if not out.exists() or out.is_dir() and not any(out.iterdir()) or overwrite and (out / CONFIG_FILE).is_file():

@@ -183,6 +183,13 @@ def test_a_batch_becomes_one_version_that_excludes_every_subject(tmp_path, train
         assert evidence["test_metrics_before"]["users"] == 100 and 98 <= evidence["test_metrics_after"]["users"] <= 100
         assert "model_before" not in publisher.read_receipt(settings.state_dir, quiet)
 
+    # only the root's prepared state and the newest version's stay in the working store
+    with ledger.reading() as session:
+        head = session.scalars(select(ModelVersion).order_by(ModelVersion.version.desc())).first()
+    from recunlearn.train.checkpoint import read_meta
+    states = {p.name for p in (trained / "unlearners" / "unlearnrec").iterdir()}
+    assert states == {read_meta(trained)["dataset_hash"], read_meta(head.path)["dataset_hash"]}
+
     # the same user again: the newest version already excludes it, so no new version is made
     again = acknowledge(ledger, settings, data, user="13")
     with worker.started():

@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 
 from ..data.interactions import DataError, Dataset, Interactions
 from ..data.requests import Request
-from ..erasure import apply_request, test_part
+from ..erasure import apply_request, prune_method_states, test_part
 from ..storage import StorageError, exclusive, fault_point
 from .ledger import Erasure, Ledger, ModelVersion, open_ledger, utcnow
 from . import maintenance
@@ -239,6 +239,7 @@ class Worker:
         maintenance.done(self.state_dir, asked if kind == "retrain" else [kind])
         if kind == "finetune":
             maintenance.adopt_weights(out, method, self.settings.method_settings)
+            self._prune_states(out)
         return version
 
     def run_once(self, stop: Optional[threading.Event] = None) -> int:
@@ -300,7 +301,16 @@ class Worker:
                 requeue_in_progress(session, worker=self.name)
             return
         log.info("published version %d: %d erasures applied by %s", head.version + 1, len(applied), self.name)
+        self._prune_states(out)
         fault_point("worker:after-publish")
+
+    def _prune_states(self, head: Path) -> None:
+        """Only the newest version is ever continued: the method states of older ones go (the root's own
+        preparation stays). Left over by a crash, they go at the next publication."""
+        try:
+            prune_method_states(head, self.settings.policy.method)
+        except Exception:   # housekeeping: the publication stands whatever happens here
+            log.exception("pruning superseded method states")
 
     def _sweep_receipts(self) -> None:
         try:
