@@ -88,7 +88,7 @@ def subject_edges(data: Dataset, row: Erasure) -> dict[str, Interactions]:
         known = [(u, i) for u, i in found if u is not None and i is not None]
         pairs = Interactions.from_arrays([u for u, _ in known], [i for _, i in known], data.n_users, data.n_items,
                                          on_duplicate="drop")
-        pick = (lambda split: split.subtract(split.subtract(pairs)))   # the split's pairs among them
+        pick = (lambda split: pairs.select(split.contains(pairs.users, pairs.items)))   # those the split holds
     if unknown and not row.suppress_only:
         raise UnresolvedSubject(f"erasure {row.id}: {row.subject_kind} ids {unknown[:5]} are not in the model's data")
     if unknown and row.subject_kind != "pairs":
