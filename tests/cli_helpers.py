@@ -32,3 +32,12 @@ def tensors_in(path: Path) -> list[torch.Tensor]:
         elif file.suffix == ".npy":
             found.append(torch.from_numpy(np.load(file)))
     return found
+
+
+def json_leaves(tree):
+    """Every value in a JSON-like tree of dicts (lists count as values)."""
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from json_leaves(value)
+    else:
+        yield tree

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from recunlearn.cli import app
 from recunlearn.storage import exclusive
 from recunlearn.train.checkpoint import load_checkpoint, read_meta
-from cli_helpers import assert_input_error, tensors_in
+from cli_helpers import assert_input_error, json_leaves, tensors_in
 
 TRAIN = ["--quiet", "--set", "train.epochs=3", "--set", "train.batch_size=8192", "--set", "train.lr=0.01"]
 ENCODER = ["--quiet", "--set", "epochs=1", "--set", "batch_size=8192", "--set", "lr=0.05"]
@@ -121,17 +121,9 @@ def test_the_unlearned_checkpoint_holds_no_erased_pair_and_no_original_weights(t
     assert user_request[0].name not in text and f"forget-{USER}" not in text
     meta = json.loads(text)
     assert set(meta["lineage"]) >= {"root_weights_sha256", "erased_sha256", "erased", "root"}
-    assert all(not isinstance(v, list) or len(v) < 10 for v in _leaves(meta))
+    assert all(not isinstance(v, list) or len(v) < 10 for v in json_leaves(meta))
     # the erasure record lives in the trained model's own working store
     assert (trained / "erasures" / f"{meta['dataset_hash']}.npz").is_file()
-
-
-def _leaves(tree):
-    if isinstance(tree, dict):
-        for value in tree.values():
-            yield from _leaves(value)
-    else:
-        yield tree
 
 
 def test_another_users_recommendations_before_and_after(trained, forgotten):

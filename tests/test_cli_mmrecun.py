@@ -23,7 +23,7 @@ from recunlearn.cli import app
 from recunlearn.erasure import checkpoint_scorer
 from recunlearn.train.checkpoint import catalogue_removed, load_checkpoint, read_meta
 from recunlearn.unlearn.base import REMOVED_SCORE
-from cli_helpers import assert_input_error, tensors_in
+from cli_helpers import assert_input_error, json_leaves, tensors_in
 
 TRAIN = ["--quiet", "--set", "train.epochs=3", "--set", "train.batch_size=8192", "--set", "train.lr=0.01",
          "--set", "model.dim=32", "--set", "model.content_in_graph=true"]
@@ -264,21 +264,13 @@ def test_the_checkpoints_hold_no_list_or_mask_of_the_withdrawn_or_removed_items(
             values = tensor.flatten().numpy()
             assert not any(len(items) and np.isin(items, values).all() for items in named)
         meta = json.loads((out / "config.json").read_text())
-        assert all(not isinstance(v, list) or len(v) < 10 for v in _leaves(meta))
+        assert all(not isinstance(v, list) or len(v) < 10 for v in json_leaves(meta))
     shipped = work / "u3-shipped"
     ok(invoke("export", u3[0], "--out", shipped))
     lineage = json.loads((shipped / "config.json").read_text())["lineage"]
     assert {"withdrawn_sha256", "withdrawn", "removed_sha256", "removed"} <= set(lineage)
     # the lists live in the root's working store, one record per derived checkpoint
     assert len(list((root / "erasures").glob("*.npz"))) == 3
-
-
-def _leaves(tree):
-    if isinstance(tree, dict):
-        for value in tree.values():
-            yield from _leaves(value)
-    else:
-        yield tree
 
 
 def record_of(root: Path, out: Path) -> Path:
