@@ -14,6 +14,7 @@ Steps, each safe to interrupt (the tests kill a real process at every fault poin
 from __future__ import annotations
 
 import contextlib
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,8 +28,8 @@ from .eval.forgetting import audit
 from .models.base import Recommender
 from .models.registry import attach_content
 from .storage import StorageError, atomic_folder, exclusive, fault_point, recover
-from .train.checkpoint import (CONFIG_FILE, catalogue_removed, load_checkpoint, model_content, record_erasure,
-                               root_of, save_checkpoint)
+from .train.checkpoint import (CONFIG_FILE, catalogue_removed, load_checkpoint, model_content, read_meta,
+                               record_erasure, root_of, save_checkpoint)
 from .train.config import RunConfig
 from .train.runs import test_metrics
 from .unlearn.base import Unlearner, forget_isolated_nodes, without_removed
@@ -72,10 +73,6 @@ def prune_method_states(checkpoint: Path, method: str) -> list[Path]:
     """Delete `method`'s states in the working store of `checkpoint`'s root except the root's own (its
     preparation) and `checkpoint`'s: for a caller that only ever continues its newest checkpoint (the erasure
     service), since a state costs about as much disk as a model. Returns what was deleted."""
-    import shutil
-
-    from .train.checkpoint import read_meta
-
     root = root_of(checkpoint)
     keep = {read_meta(root)["dataset_hash"], read_meta(checkpoint)["dataset_hash"]}   # states are keyed by data
     folder = Path(root) / UNLEARNERS_DIR / method

@@ -13,7 +13,7 @@ from recunlearn.train import runs
 from recunlearn.train.trainer import Trainer
 from cli_helpers import assert_input_error
 
-# two epochs of ten batches (two ranks: halves of 4096 edges)
+# two epochs of about ten batches of 8,192 edges (two ranks: a half of each batch)
 TINY = ["--dataset", "ml-100k", "--quiet", "--set", "train.epochs=2", "--set", "train.batch_size=8192"]
 
 
@@ -21,20 +21,21 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def one_process(data_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("nproc1") / "ckpt"
-    result = invoke("train", *TINY, "--nproc", 1, "--out", out)
+def trained_on(nproc: int, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"nproc{nproc}") / "ckpt"
+    result = invoke("train", *TINY, "--nproc", nproc, "--out", out)
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module")
+def one_process(data_root, tmp_path_factory):
+    return trained_on(1, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def two_processes(data_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("nproc2") / "ckpt"
-    result = invoke("train", *TINY, "--nproc", 2, "--out", out)
-    assert result.exit_code == 0, result.output
-    return out
+    return trained_on(2, tmp_path_factory)
 
 
 def test_one_process_is_the_plain_trainer_bit_for_bit(one_process):

