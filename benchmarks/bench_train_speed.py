@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recunlearn.bench.environment import machine_line
+from recunlearn.bench.environment import load_average, machine_line
 from recunlearn.data.graph import build_graph
 from recunlearn.data.registry import load_dataset
 from recunlearn.eval.ranking import evaluate
 from recunlearn.models.registry import build_model
 from recunlearn.train.config import RunConfig
-from recunlearn.train.trainer import Trainer
+from recunlearn.train.version import TRAINING_PACKAGES, code_version
+from recunlearn.train.trainer import Trainer, optimizer_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +39,7 @@ def ours(args) -> dict:
                                     "train": {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}})
     model = build_model(run.model, data.n_users, data.n_items).attach(build_graph(data.train))
     trainer = Trainer(run, progress=False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = optimizer_for(model, args.lr)
     rng, gen = np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed)
     seconds = []
     for epoch in range(args.epochs):
@@ -80,8 +81,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print("machine:", machine_line(), flush=True)
+    load = {"before_ours": load_average()}
     a = ours(args)
+    load["before_recbole"] = load_average()
     b = recbole(args)
+    load["after"] = load_average()
     ratio = b["sec_per_epoch_mean"] / a["sec_per_epoch_mean"]
     for r in (a, b):
         print(f"{r['peer']:10s} {np.mean(r['sec_per_epoch']):8.1f} s/epoch   Recall@20 {r['recall@20']:.4f}   "
@@ -89,7 +93,9 @@ def main() -> None:
     print(f"speed-up per epoch (RecBole / ours): {ratio:.2f}x")
     with open(args.json_out, "a") as fh:
         fh.write(json.dumps({"bench": "train_speed", "dataset": args.dataset, "args": vars(args), "ours": a,
-                             "recbole": b, "speedup": ratio, "machine": machine_line()}) + "\n")
+                             "recbole": b, "speedup": ratio, "machine": machine_line(),
+                             "code": code_version(TRAINING_PACKAGES), "load_average": load,
+                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}) + "\n")
 
 
 if __name__ == "__main__":

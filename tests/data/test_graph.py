@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from recunlearn.data.graph import bipartite_csr, build_graph, edge_norm, normalized_adjacency, spmm
+from recunlearn.data.graph import (bipartite_csr, build_graph, edge_norm, normalized_adjacency, product,
+                                  propagate_mean, spmm)
 from recunlearn.data.interactions import Interactions
 
 
@@ -189,3 +190,64 @@ def test_double_backward_through_spmm_matches_the_dense_product():
         return result
 
     torch.testing.assert_close(hvp(lambda z: spmm(adj, spmm(adj, z))), hvp(lambda z: dense @ (dense @ z)))
+
+
+# ------------------------------------------------------------------------- the layer mean, one operator
+
+def dense_layer_mean(adj: torch.Tensor, x: torch.Tensor, layers: int) -> torch.Tensor:
+    """mean(x, Âx, …, Â^L x) the obvious way: every layer kept, stacked, averaged."""
+    a, out = adj.to_dense().to(x.dtype), [x]
+    for _ in range(layers):
+        out.append(a @ out[-1])
+    return torch.stack(out).mean(0)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3, 4])
+def test_propagate_mean_equals_the_mean_of_every_layer(layers):
+    adj = build_graph(random_edges(layers)).adj
+    x = torch.randn(adj.shape[0], 5, generator=torch.Generator().manual_seed(layers))
+    torch.testing.assert_close(propagate_mean(adj, x, layers), dense_layer_mean(adj, x, layers))
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_propagate_mean_gradient_equals_autograd_through_the_dense_layers(layers):
+    adj = build_graph(random_edges(5)).adj
+    gen = torch.Generator().manual_seed(layers)
+    x0, weight = torch.randn(adj.shape[0], 4, generator=gen), torch.randn(adj.shape[0], 4, generator=gen)
+    x, x_ref = x0.clone().requires_grad_(), x0.clone().requires_grad_()
+    (propagate_mean(adj, x, layers) * weight).sum().backward()
+    (dense_layer_mean(adj, x_ref, layers) * weight).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+
+def test_propagate_mean_passes_gradcheck_and_gradgradcheck_in_float64():
+    adj = build_graph(random_edges(2, n_users=4, n_items=5, density=0.5)).adj.to(torch.float64)
+    x = torch.randn(adj.shape[0], 3, dtype=torch.float64, requires_grad=True,
+                    generator=torch.Generator().manual_seed(1))
+    assert torch.autograd.gradcheck(lambda e: propagate_mean(adj, e, 3) ** 2, (x,))
+    assert torch.autograd.gradgradcheck(lambda e: propagate_mean(adj, e, 3) ** 2, (x,))
+
+
+def test_propagate_mean_does_not_change_its_input():
+    adj = build_graph(random_edges(3)).adj
+    x = torch.randn(adj.shape[0], 2)
+    before = x.clone()
+    propagate_mean(adj, x, 3)
+    torch.testing.assert_close(x, before, rtol=0, atol=0)
+
+
+def test_product_ignores_the_uninitialised_output_even_where_a_row_is_empty():
+    """addmm with beta=0 into uninitialised memory: an isolated node's row must come out 0, never garbage."""
+    data = Interactions.from_arrays(np.array([0, 0]), np.array([1, 2]), 3, 4)     # user 1, 2 and item 0, 3 isolated
+    adj = build_graph(data).adj
+    for _ in range(20):    # fresh allocations would, sooner or later, hand back non-zero memory
+        garbage = torch.full((adj.shape[0], 8), float("nan"))
+        del garbage
+        y = product(adj, torch.ones(adj.shape[0], 8))
+        assert torch.isfinite(y).all()
+        np.testing.assert_array_equal(y.numpy(), dense(adj).astype(np.float32) @ np.ones((adj.shape[0], 8), np.float32))
+
+
+def test_adjacency_indices_are_int32_which_the_cpu_kernels_take_without_a_copy():
+    adj = build_graph(random_edges(0)).adj
+    assert adj.crow_indices().dtype == torch.int32 and adj.col_indices().dtype == torch.int32

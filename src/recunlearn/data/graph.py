@@ -54,8 +54,15 @@ def bipartite_csr(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_us
     counts = np.concatenate([np.bincount(users, minlength=n_users), np.bincount(items, minlength=n_items)])
     crow = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=crow[1:])
-    return torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(cols), torch.from_numpy(vals),
-                                   size=(n, n), check_invariants=False)
+    index = csr_index_dtype(n, len(cols))
+    return torch.sparse_csr_tensor(torch.from_numpy(crow.astype(index)), torch.from_numpy(cols.astype(index)),
+                                   torch.from_numpy(vals), size=(n, n), check_invariants=False)
+
+
+def csr_index_dtype(n_nodes: int, nnz: int) -> type:
+    """int32 indices where they fit: the CPU sparse kernels take int32, and int64 indices are converted to it
+    (a copy of both index arrays) on every product."""
+    return np.int32 if max(n_nodes, nnz) < np.iinfo(np.int32).max else np.int64
 
 
 def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
@@ -87,7 +94,7 @@ class _SymmetricSpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.adj = adj
-        return adj @ x
+        return product(adj, x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -99,4 +106,41 @@ def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Â x, differentiable in x only (Â is fixed data). Requires a symmetric Â."""
     if x.requires_grad:
         return _SymmetricSpMM.apply(adj, x)
-    return adj @ x
+    return product(adj, x)
+
+
+class _LayerMean(torch.autograd.Function):
+    """y = mean(x, Âx, …, Â^L x) = P(Â) x, LightGCN's readout as one operator. P(Â) is a polynomial in a
+    symmetric Â, so it is symmetric too: the backward is P(Â) g, the same computation."""
+
+    @staticmethod
+    def forward(ctx, adj: torch.Tensor, x: torch.Tensor, layers: int) -> torch.Tensor:
+        ctx.adj, ctx.layers = adj, layers
+        return _layer_mean(adj, x, layers)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, propagate_mean(ctx.adj, grad, ctx.layers), None
+
+
+def _layer_mean(adj: torch.Tensor, x: torch.Tensor, layers: int) -> torch.Tensor:
+    """Horner's rule, x + Â(x + Â(x + Âx)), one sparse product per layer with the sum fused into it; the last
+    product also scales by 1/(L+1). No layer's embeddings are kept, neither here nor for the backward."""
+    total = x
+    for layer in range(layers):
+        scale = 1.0 / (layers + 1) if layer == layers - 1 else 1.0
+        total = torch.addmm(x, adj, total, beta=scale, alpha=scale)
+    return total if layers else x.clone()
+
+
+def propagate_mean(adj: torch.Tensor, x: torch.Tensor, layers: int) -> torch.Tensor:
+    """mean(x, Âx, …, Â^L x) for a symmetric Â, differentiable in x (twice too: Hessian-vector products)."""
+    if x.requires_grad:
+        return _LayerMean.apply(adj, x, layers)
+    return _layer_mean(adj, x, layers)
+
+
+def product(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Â x without autograd. `adj @ x` zero-fills an output and copies it before the sparse kernel writes it;
+    addmm with beta=0 writes into uninitialised memory (beta=0 ignores its input, NaNs included)."""
+    return torch.addmm(x.new_empty(adj.shape[0], x.shape[1]), adj, x, beta=0)

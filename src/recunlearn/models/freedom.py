@@ -18,9 +18,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..data.graph import Graph, spmm
+from ..data.graph import Graph, propagate_mean, spmm
 from .base import bpr_loss
-from .lightgcn import layer_stack
 from .modal import ContentConfig, ContentRecommender
 
 
@@ -53,7 +52,7 @@ class Freedom(ContentRecommender):
     def readout(self, e0: torch.Tensor, graph: Graph | None) -> torch.Tensor:
         if graph is None:
             raise ValueError("freedom needs a graph: call attach(graph) or pass one")
-        final = torch.stack(layer_stack(e0, graph.adj, self.config.layers)).mean(0)
+        final = propagate_mean(graph.adj, e0, self.config.layers)
         item_graph = self.item_graph()
         if item_graph is None:
             return final

@@ -28,6 +28,15 @@ class SimGCLConfig(ModelConfig):
     readout_e0: bool = True    # E^0 in the layer mean (False: the paper's layers 1..L)
 
 
+def layer_mean(layers: list[torch.Tensor]) -> torch.Tensor:
+    """The mean of the layer embeddings, by a running sum: `torch.stack(...).mean(0)` first copies every layer
+    into one [L+1, N, d] tensor, forward and backward."""
+    total = layers[0]
+    for layer in layers[1:]:
+        total = total + layer
+    return total / len(layers)
+
+
 class SimGCL(Recommender):
     config_class = SimGCLConfig
 
@@ -41,7 +50,7 @@ class SimGCL(Recommender):
                 noise = F.normalize(torch.rand_like(e), dim=-1)
                 e = e + torch.sign(e) * noise * self.config.eps
             layers.append(e)
-        return torch.stack(layers).mean(0)
+        return layer_mean(layers)
 
     def extra_loss(self, batch, graph: Graph | None, e0: torch.Tensor) -> dict[str, torch.Tensor]:
         users, pos, _ = batch
