@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from recunlearn.data.interactions import Interactions
+from recunlearn.data.graph import build_graph
 from recunlearn.unlearn.unlearnrec import IEConfig, InfluenceEncoder, influence_matrix
+from recunlearn.unlearn.unlearnrec.encoder import idm_values
 from recunlearn.unlearn.unlearnrec import losses, training
 from recunlearn.unlearn.unlearnrec.training import EncoderInputs, Episode
 
@@ -22,6 +24,35 @@ def dense_idm(users, items, n_users, n_items) -> np.ndarray:
     deg = a.sum(1)
     inv = np.where(deg > 0, 1 / np.sqrt(np.maximum(deg, 1)), 0.0)
     return inv[:, None] * a * inv[None, :]
+
+
+def test_graph_normalised_idm_is_the_training_graphs_adjacency_restricted_to_the_request():
+    """idm_norm=graph: each request edge keeps the value it has in Â of the graph before the request, whatever
+    else the request holds; the request-normalised IDM gives the same edge another value in another request."""
+    rng = np.random.default_rng(0)
+    users, items = np.nonzero(rng.random((N_USERS, N_ITEMS)) < 0.2)
+    train = Interactions.from_arrays(users, items, N_USERS, N_ITEMS)
+    full = build_graph(train).adj.to_dense().numpy()
+    edge = train.select(np.arange(len(train)) == 0)
+    first = np.arange(len(train)) == 0
+    requests = {"one edge": train.select(first),
+                "five random edges": train.select(first | np.isin(np.arange(len(train)), rng.choice(
+                    np.arange(1, len(train)), 4, replace=False))),
+                "the user's history": train.select(train.users == edge.users[0])}
+    values = {}
+    for name, request in requests.items():
+        residual = train.subtract(request)
+        idm = influence_matrix(request, idm_values(request, residual)).to_dense().numpy()
+        mask = np.zeros_like(full, dtype=bool)
+        mask[request.users, N_USERS + request.items] = mask[N_USERS + request.items, request.users] = True
+        np.testing.assert_allclose(idm, np.where(mask, full, 0.0), rtol=1e-6, atol=0)
+        episode = Episode.of(request, residual, "graph")
+        np.testing.assert_array_equal(episode.idm.to_dense().numpy(), idm)
+        np.testing.assert_array_equal(episode.idm_values, idm_values(request, residual))   # L_c's views use them too
+        own = influence_matrix(request).to_dense().numpy()
+        values[name] = own[edge.users[0], N_USERS + edge.items[0]]
+    assert values["one edge"] == pytest.approx(1.0)             # the request's own degrees: shape-dependent
+    assert values["the user's history"] < 0.5
 
 
 def leaky(x: np.ndarray, slope: float) -> np.ndarray:

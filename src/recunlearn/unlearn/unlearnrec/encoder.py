@@ -30,6 +30,11 @@ class IEConfig(StrictConfig):
                                   "held-out simulated request the zero-shot model ranks the request edges against "
                                   "validation edges at chance (AUC 0.5; validation), or start from `withdraw_init` "
                                   "(none)")
+    idm_norm: Literal["request", "graph"] = Field(
+        "request", description="degrees that normalise Â_Δ: the request's own (the paper's D_Δ; an isolated request "
+                               "edge then weighs 1 and an edge of a user's whole history 1/sqrt(d_u d_i^Δ), so the "
+                               "withdraw strength per edge depends on the request's size and shape) or the training "
+                               "graph's before the request (graph: each edge weighs what it weighed in Â)")
     h0_scope: Literal["all", "request"] = Field(
         "all", description="nodes whose H⁰ enters H̄: all (the paper's Σ_{l=0..L} H^l) or only the request's")
     sequential: Literal["compose", "cumulative"] = Field(
@@ -80,9 +85,12 @@ REQUEST_TIME_FIELDS = frozenset({"sequential", "finetune_epochs", "finetune_lr",
                                  "finetune_tau_p"})
 
 
-def influence_matrix(edges: Interactions) -> torch.Tensor:
-    """Â_Δ: the normalised bipartite adjacency of the request edges alone (2|E_Δ| non-zeros)."""
-    return normalized_adjacency(edges.users, edges.items, edges.n_users, edges.n_items)
+def influence_matrix(edges: Interactions, values: np.ndarray | None = None) -> torch.Tensor:
+    """Â_Δ: the bipartite adjacency of the request edges alone (2|E_Δ| non-zeros), with `values` per edge
+    (default: normalised by the request's own degrees, `idm_values(edges)`)."""
+    if values is None:
+        return normalized_adjacency(edges.users, edges.items, edges.n_users, edges.n_items)
+    return bipartite_csr(edges.users, edges.items, values, edges.n_users, edges.n_items)
 
 
 def dropped_influence_matrix(edges: Interactions, values: np.ndarray, drop: float,
@@ -95,8 +103,14 @@ def dropped_influence_matrix(edges: Interactions, values: np.ndarray, drop: floa
                          edges.n_users, edges.n_items)
 
 
-def idm_values(edges: Interactions) -> np.ndarray:
-    return edge_norm(edges.users, edges.items, edges.n_users, edges.n_items)
+def idm_values(edges: Interactions, residual: Interactions | None = None) -> np.ndarray:
+    """Â_Δ's value of each request edge: 1/sqrt(d_u d_i) with the request's own degrees, or, given the
+    residual edges, with the degrees of the graph before the request (residual + request)."""
+    if residual is None:
+        return edge_norm(edges.users, edges.items, edges.n_users, edges.n_items)
+    deg_u = np.bincount(residual.users, minlength=edges.n_users) + np.bincount(edges.users, minlength=edges.n_users)
+    deg_i = np.bincount(residual.items, minlength=edges.n_items) + np.bincount(edges.items, minlength=edges.n_items)
+    return (1.0 / np.sqrt(deg_u[edges.users] * deg_i[edges.items].astype(np.float64))).astype(np.float32)
 
 
 class InfluenceEncoder(nn.Module):

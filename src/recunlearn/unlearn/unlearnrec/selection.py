@@ -34,12 +34,12 @@ class Probe:
     valid: Interactions
 
     @classmethod
-    def draw(cls, dataset: Dataset, rho: float, seed: int, stream: int) -> "Probe":
+    def draw(cls, dataset: Dataset, rho: float, seed: int, stream: int, idm_norm: str = "request") -> "Probe":
         if len(dataset.valid) == 0:
             raise ValueError("UnlearnRec chooses its withdraw strength and pre-training epoch on validation edges; "
                              f"{dataset.name} has none: split off a validation set")
         edges = simulated_request(dataset.train, rho, np.random.default_rng([seed, stream]))
-        return cls(Episode.of(edges, dataset.train.subtract(edges)), dataset.valid)
+        return cls(Episode.of(edges, dataset.train.subtract(edges), idm_norm), dataset.valid)
 
     @torch.no_grad()
     def scorer(self, encoder: InfluenceEncoder, backbone: Recommender, inputs: EncoderInputs) -> EmbeddingScorer:

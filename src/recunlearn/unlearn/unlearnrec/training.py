@@ -9,7 +9,6 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import torch
@@ -35,20 +34,19 @@ class EncoderInputs:
 
 @dataclass(frozen=True)
 class Episode:
-    """A request (simulated or real) with its IDM Â_Δ and the residual graph Â_r."""
+    """A request (simulated or real) with its IDM Â_Δ (and Â_Δ's value per request edge) and the residual graph Â_r."""
 
     edges: Interactions
     residual: Interactions
     graph: Graph
     idm: torch.Tensor
+    idm_values: np.ndarray
 
     @classmethod
-    def of(cls, edges: Interactions, residual: Interactions) -> "Episode":
-        return cls(edges, residual, build_graph(residual), influence_matrix(edges))
-
-    @cached_property
-    def idm_values(self) -> np.ndarray:
-        return idm_values(self.edges)
+    def of(cls, edges: Interactions, residual: Interactions, idm_norm: str = "request") -> "Episode":
+        """`idm_norm`: IEConfig.idm_norm, the degrees that normalise Â_Δ."""
+        values = idm_values(edges, residual if idm_norm == "graph" else None)
+        return cls(edges, residual, build_graph(residual), influence_matrix(edges, values), values)
 
 
 def simulated_request(train: Interactions, rho: float, rng: np.random.Generator) -> Interactions:

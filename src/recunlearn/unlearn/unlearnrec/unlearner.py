@@ -59,7 +59,7 @@ class UnlearnRec(Unlearner):
         cfg, encoder, backbone = self.config, self.encoder, self.backbone
         rng = np.random.default_rng([cfg.seed, PRETRAINING_STREAM])
         views = torch.Generator().manual_seed(cfg.seed)
-        probe = Probe.draw(dataset, cfg.probe_rho, cfg.seed, SELECTION_STREAM)
+        probe = Probe.draw(dataset, cfg.probe_rho, cfg.seed, SELECTION_STREAM, cfg.idm_norm)
         encoder.mlp.requires_grad_(False)
         optimizer = torch.optim.Adam([encoder.h0, encoder.withdraw], lr=cfg.lr)
         keeper = CheckpointKeeper(cfg.select_recall_tolerance)
@@ -68,7 +68,7 @@ class UnlearnRec(Unlearner):
         for epoch in bar:
             if epoch % cfg.sim_every == 0:
                 edges = simulated_request(dataset.train, cfg.sim_rho, rng)
-                episode = Episode.of(edges, dataset.train.subtract(edges))
+                episode = Episode.of(edges, dataset.train.subtract(edges), cfg.idm_norm)
                 backbone.attach(episode.graph)
             loss = pretrain_epoch(encoder, backbone, self.inputs, episode, optimizer, cfg, rng, views)
             if (epoch + 1) % cfg.select_every == 0 or epoch + 1 == cfg.epochs:
@@ -84,7 +84,8 @@ class UnlearnRec(Unlearner):
         ranks a held-out simulated request's edges against validation edges at chance (`selection.calibrate`)."""
         if self.config.withdraw_calibration == "none":
             return {"withdraw_init": self.config.withdraw_init, "reached": None}
-        probe = Probe.draw(dataset, self.config.probe_rho, self.config.seed, CALIBRATION_STREAM)
+        probe = Probe.draw(dataset, self.config.probe_rho, self.config.seed, CALIBRATION_STREAM,
+                           self.config.idm_norm)
         result = calibrate(withdraw_gap(probe, self.encoder, self.backbone, self.inputs), self.config.withdraw_init)
         with torch.no_grad():
             self.encoder.withdraw.fill_(result["withdraw_init"])
@@ -99,7 +100,7 @@ class UnlearnRec(Unlearner):
         cfg = self.config
         start = time.perf_counter()
         encoded = self.inputs.pending.union(edges) if cfg.sequential == "cumulative" else edges
-        episode = Episode.of(encoded, residual.train)
+        episode = Episode.of(encoded, residual.train, cfg.idm_norm)
         with torch.no_grad():
             e0 = self.encoder(self.inputs.e0, self.inputs.final, episode.idm)
         seconds = {"zero_shot": time.perf_counter() - start}
