@@ -18,6 +18,7 @@ from pydantic import Field
 
 from torch import nn
 
+from ..data.graph import csr_index_dtype
 from .base import ModelConfig, Recommender
 
 KNN_CHUNK = 2048     # rows of the similarity matrix held at once
@@ -66,7 +67,8 @@ def _unit_rows(features) -> torch.Tensor:
 def to_torch_csr(a: sp.csr_matrix) -> torch.Tensor:
     a = a.tocsr()
     a.sort_indices()
-    return torch.sparse_csr_tensor(torch.from_numpy(a.indptr.astype(np.int64)), torch.from_numpy(a.indices.astype(np.int64)),
+    index = csr_index_dtype(max(a.shape), a.nnz)
+    return torch.sparse_csr_tensor(torch.from_numpy(a.indptr.astype(index)), torch.from_numpy(a.indices.astype(index)),
                                    torch.from_numpy(a.data.astype(np.float32)), size=a.shape,
                                    check_invariants=False)
 
