@@ -92,15 +92,17 @@ class Recommender(nn.Module):
              e0: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """BPR + L2 (+ the backbone's self-supervised term). Returns (total, {name: term})."""
         e0 = self.embedding.weight if e0 is None else e0
-        u_emb, i_emb = self.embed(graph, e0)
-        return self.loss_terms(batch, u_emb, i_emb, e0, graph)
+        return self.loss_terms(batch, self.readout(e0, graph or self.graph), e0, graph)
 
-    def loss_terms(self, batch, u_emb: torch.Tensor, i_emb: torch.Tensor, e0: torch.Tensor,
+    def loss_terms(self, batch, final: torch.Tensor, e0: torch.Tensor,
                    graph: Graph | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss from final embeddings already computed (callers that also need them save a readout)."""
+        """The loss from the final embeddings [n_users + n_items, d] already computed (callers that also need
+        them save a readout). `final` and `e0` are each indexed once for the whole batch: each index's backward
+        scatters into a zeroed [N, d] gradient, so one lookup per user, positive and negative cost three."""
         users, pos, neg = batch
-        bpr = bpr_loss(u_emb[users], i_emb[pos], i_emb[neg])
-        reg = self.config.reg * l2_term(e0[users], e0[self.n_users + pos], e0[self.n_users + neg])
+        rows = torch.cat([users, self.n_users + pos, self.n_users + neg])
+        bpr = bpr_loss(*final[rows].split(users.numel()))
+        reg = self.config.reg * l2_term(*e0[rows].split(users.numel()))
         terms = {"bpr": bpr, "reg": reg}
         terms.update(self.extra_loss(batch, graph or self.graph, e0))
         return sum(terms.values()), terms

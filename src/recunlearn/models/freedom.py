@@ -72,9 +72,9 @@ class Freedom(ContentRecommender):
         term = sum(bpr_loss(u[users], c[pos], c[neg]) for c in self.content().values())
         return {"content": self.config.content_weight * term}
 
-    def loss_terms(self, batch, u_emb, i_emb, e0, graph=None):
-        self._users_final = u_emb
+    def loss_terms(self, batch, final, e0, graph=None):
+        self._users_final = final[: self.n_users]
         try:
-            return super().loss_terms(batch, u_emb, i_emb, e0, graph)
+            return super().loss_terms(batch, final, e0, graph)
         finally:
             self._users_final = None

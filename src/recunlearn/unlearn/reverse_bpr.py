@@ -194,8 +194,9 @@ class ReverseBPR(Unlearner):
             neg = sampling.sample_negatives(train, users, rng)     # negatives against all residual edges
             batch = tuple(torch.from_numpy(a) for a in (users, pos, neg))
             e0 = model.embedding.weight
-            u_emb, i_emb = model.embed(None, e0)
-            fwd, _ = model.loss_terms(batch, u_emb, i_emb, e0)
+            final = model.readout(e0, model.graph)
+            fwd, _ = model.loss_terms(batch, final, e0)
+            u_emb, i_emb = final[: model.n_users], final[model.n_users:]
             loss = cfg.alpha * fwd
             part = f_batches[step] if step < len(f_batches) else np.empty(0, dtype=np.int64)
             if len(part):
