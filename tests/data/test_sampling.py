@@ -70,3 +70,19 @@ def test_user_with_every_item_keeps_a_random_item_instead_of_looping():
     assert neg.shape == (10,) and ((neg >= 0) & (neg < 5)).all()
     other = sample_negatives(full, np.ones(10, dtype=np.int64), np.random.default_rng(0))
     assert ((other >= 0) & (other < 5)).all()   # user 1 has no items: any item is a true negative
+
+
+def test_negatives_are_the_plain_rejection_sampler_draw_for_draw(train):
+    """Only clashing draws are checked again: the same draws as re-checking every user on every round."""
+    def every_round_rechecks_all(users, rng, max_rounds=20):
+        neg = rng.integers(0, train.n_items, size=users.size)
+        for _ in range(max_rounds):
+            clash = np.flatnonzero(train.contains(users, neg))
+            if clash.size == 0:
+                break
+            neg[clash] = rng.integers(0, train.n_items, size=clash.size)
+        return neg
+
+    users = train.users[np.random.default_rng(3).permutation(len(train))]
+    np.testing.assert_array_equal(sample_negatives(train, users, np.random.default_rng(7)),
+                                  every_round_rechecks_all(users, np.random.default_rng(7)))

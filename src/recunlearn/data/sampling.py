@@ -14,11 +14,13 @@ def sample_negatives(train: Interactions, users: np.ndarray, rng: np.random.Gene
     leftovers keep a random item (this never happens on real data, where degrees are far below n_items).
     """
     neg = rng.integers(0, train.n_items, size=users.size)
+    # Only the draws that clashed are checked again: a draw that missed the user's items stays a miss.
+    clash = np.flatnonzero(train.contains(users, neg))
     for _ in range(max_rounds):
-        clash = np.flatnonzero(train.contains(users, neg))
         if clash.size == 0:
             break
         neg[clash] = rng.integers(0, train.n_items, size=clash.size)
+        clash = clash[train.contains(users[clash], neg[clash])]
     return neg
 
 
