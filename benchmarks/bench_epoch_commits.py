@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from recunlearn.bench.environment import machine_line
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Runs inside the worktree's process: only APIs that every compared commit has.
@@ -59,8 +61,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/epoch_commits.jsonl")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "src"))
-    from recunlearn.bench.environment import machine_line
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="recunlearn-commits-") as tmp:
