@@ -7,12 +7,18 @@ histories): how far their top-20 lists and scores moved from the original model'
 the original's and Retrain's; completeness on the forgotten pairs (mean score, percentile rank, Recall@20 with
 the forgotten items as truth) against Retrain's; CRAGRU's latency per forgotten user and generate's failure rate.
 
-    python benchmarks/bench_cragru.py --dataset ml-100k --backbone lightgcn --out benchmarks/results/cragru.jsonl
+As in the harness, seed s trains the original model and draws the request, and Retrain trains with seed s + 1.
+The language model's answers are cached per run (a fresh folder), so the first strategy's latency is measured
+and the strategies that send the same prompts reuse its answers.
+
+    python benchmarks/bench_cragru.py --dataset ml-100k --backbone lightgcn --seed 0 --out benchmarks/results/cragru.jsonl
+    python benchmarks/bench_cragru.py --report benchmarks/results/cragru.jsonl
 """
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 
 import numpy as np
@@ -26,6 +32,7 @@ from recunlearn.eval.forgetting import jaccard_at_k, pair_scores, percentile_ran
 from recunlearn.eval.ranking import evaluate
 from recunlearn.train.cache import train_cached
 from recunlearn.train.config import RunConfig
+from recunlearn.train.version import code_version
 from recunlearn.unlearn.cragru import CRAGRU, RerankScorer
 from recunlearn.unlearn.cragru.retrieval import STRATEGIES
 from recunlearn.unlearn.finetune import FineTune
@@ -35,8 +42,9 @@ KS = (5, 10, 20)
 TRAIN = {"batch_size": 8192, "lr": 0.01, "patience": 5, "epochs": 200}   # the project's quick/standard suites
 
 
-def users_but_one(data: Dataset, rho: float, seed: int) -> Interactions:
-    """All training interactions but one (drawn at random) of a fraction `rho` of the users with at least two."""
+def forgotten_interactions(data: Dataset, rho: float, seed: int, share: float | None = None) -> Interactions:
+    """A fraction `rho` of the users with at least two training interactions forget all of them but one (drawn at
+    random; the paper's protocol), or, with `share`, that share of them (at least one forgotten, one kept)."""
     rng = np.random.default_rng(seed)
     csr = data.train.to_csr()
     eligible = np.flatnonzero(np.diff(csr.indptr) >= 2)
@@ -44,8 +52,12 @@ def users_but_one(data: Dataset, rho: float, seed: int) -> Interactions:
     pairs = []
     for user in users:
         items = csr[user].indices
-        keep = rng.integers(len(items))
-        pairs += [(user, item) for n, item in enumerate(items) if n != keep]
+        if share is None:
+            keep = rng.integers(len(items))
+            pairs += [(user, item) for n, item in enumerate(items) if n != keep]
+        else:
+            n_forget = int(np.clip(round(share * len(items)), 1, len(items) - 1))
+            pairs += [(user, item) for item in rng.choice(items, n_forget, replace=False)]
     return Interactions.from_arrays(*np.array(pairs).T, data.n_users, data.n_items)
 
 
@@ -89,9 +101,15 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--backbone", default="lightgcn")
     parser.add_argument("--rho", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="trains the original and draws the request; "
+                        "Retrain trains with seed + 1")
     parser.add_argument("--max-forget-users", type=int, default=None, help="evaluate CRAGRU (and every method's "
                         "forget-user metrics) on a random subsample of the forgotten users")
+    parser.add_argument("--forget-share", type=float, default=None, help="each forgotten user forgets this share "
+                        "of their interactions instead of all but one (the paper's protocol), so that more history "
+                        "is left for the retrieval strategies to filter")
+    parser.add_argument("--history-limit", type=int, default=None, help="CRAGRU's history_limit (default: "
+                        "the library's)")
     parser.add_argument("--generate-users", type=int, default=0, help="forgotten users scored in generate mode")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--modes", default="likelihood,generate")
@@ -104,9 +122,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     data = load_dataset(args.dataset)
-    run = RunConfig.model_validate({"data": {"name": args.dataset}, "model": {"name": args.backbone}, "train": TRAIN})
+    run = RunConfig.model_validate({"data": {"name": args.dataset}, "model": {"name": args.backbone},
+                                    "train": {**TRAIN, "seed": args.seed}})
     original, _, _ = train_cached(run, data, progress=False)
-    forget = users_but_one(data, args.rho, args.seed)
+    forget = forgotten_interactions(data, args.rho, args.seed, args.forget_share)
     residual_data = data.with_train(data.train.subtract(forget))
     residual = residual_data.train
     all_targets = np.unique(forget.users)
@@ -115,10 +134,11 @@ def main() -> None:
         targets = np.sort(np.random.default_rng(args.seed + 1).choice(all_targets, args.max_forget_users, replace=False))
     remaining = np.setdiff1d(np.arange(data.n_users), all_targets)
     similar = most_similar(data.train, all_targets, 50)
-    common = {"dataset": args.dataset, "backbone": args.backbone, "request": f"users-but-one:{args.rho}",
+    request = f"users-but-one:{args.rho}" if args.forget_share is None else f"users-share:{args.rho}:{args.forget_share}"
+    common = {"dataset": args.dataset, "backbone": args.backbone, "request": request, "history_limit": args.history_limit,
               "seed": args.seed, "forget_users": len(all_targets), "forget_edges": len(forget),
               "evaluated_forget_users": len(targets), "machine": machine_line(), "versions": versions(),
-              "threads": args.threads}
+              "code_version": code_version(), "threads": args.threads}
     records = []
 
     def emit(method: str, scorer, seconds: dict, retrain=None, users=None, **extra) -> None:
@@ -138,14 +158,18 @@ def main() -> None:
     if "retrain" in methods:
         result = Retrain(run=run, progress=False).prepare(original, data).unlearn(forget)
         retrain_model = result.model
-        emit("retrain", retrain_model, result.seconds, None, **{k: result.report.get(k) for k in ("cached", "seed")})
+        emit("retrain", retrain_model, result.seconds, None, cached=result.report.get("cached"),
+             retrain_seed=result.report.get("seed"))
     if "finetune" in methods:
         result = FineTune(run=run, progress=False).prepare(original.clone(), data).unlearn(forget)
         emit("finetune", result.scorer, result.seconds, retrain_model)
 
     # --- CRAGRU and the base model's own order on the same candidates ---------------------------------
-    method = CRAGRU({"model": args.model, "threads": args.threads, "max_new_tokens": args.max_new_tokens},
-                    progress=True)
+    answers = tempfile.mkdtemp(prefix="cragru-answers-")
+    settings = {"model": args.model, "threads": args.threads, "max_new_tokens": args.max_new_tokens}
+    if args.history_limit is not None:
+        settings["history_limit"] = args.history_limit
+    method = CRAGRU(settings, progress=True, cache_dir=answers)
     start = time.perf_counter()
     method.prepare(original, data)
     prepare_seconds = time.perf_counter() - start
@@ -174,62 +198,97 @@ def main() -> None:
                                            "prepare_reused": ready.reused}, retrain_model)
 
 
-def report(path: str) -> str:
-    """Markdown tables of a results file, one section per (dataset, backbone)."""
+def request_seed(row: dict) -> int:
+    """The seed that trained the original and drew the request (early Retrain rows stored their own seed)."""
+    return row["seed"] - 1 if row["method"] == "retrain" and "retrain_seed" not in row else row["seed"]
+
+
+def mean_std(values: list[float], digits: int = 4, sign: str = "") -> str:
+    """`mean ± std` over seeds (sample std), or the value alone when there is one."""
+    if len(values) == 1:
+        return f"{values[0]:{sign}.{digits}f}"
+    return f"{np.mean(values):{sign}.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def report(*paths: str) -> str:
+    """Markdown tables of results files, one section per (dataset, backbone); mean ± std over the seeds."""
     latest = {}
-    for line in open(path):          # a method measured again in a later run: the latest row counts
-        row = json.loads(line)
-        latest.pop((row["dataset"], row["backbone"], row["method"]), None)
-        latest[(row["dataset"], row["backbone"], row["method"])] = row
-    rows = list(latest.values())
+    for path in paths:
+        for line in open(path):      # a method measured again in a later run: the latest row counts
+            row = json.loads(line)
+            key = (row["dataset"], row["backbone"], row["request"], row.get("history_limit"), row["method"],
+                   request_seed(row))
+            latest.pop(key, None)
+            latest[key] = row
     out = []
-    for key in dict.fromkeys((r["dataset"], r["backbone"]) for r in rows):
-        group = [r for r in rows if (r["dataset"], r["backbone"]) == key]
-        first = group[0]
-        base = next((r for r in group if r["method"] == "ori"), None)
-        retrain = next((r for r in group if r["method"] == "retrain"), None)
-        out.append(f"### {key[0]}, {key[1]}: {first['forget_users']} users forgotten ({first['forget_edges']} edges)\n")
-        out.append("| method | forget users | HR@5 | HR@10 | HR@20 | NDCG@5 | NDCG@10 | NDCG@20 | remaining NDCG@10 "
-                   "| remaining NDCG@20 |")
-        out.append("|---" * 10 + "|")
-        for r in group:
-            f, m = r["forget"], r["remaining"]
-            out.append(f"| {r['method']} | {f['users']} | " + " | ".join(f"{f[k]:.4f}" for k in
-                       ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"))
-                       + f" | {m['NDCG@10']:.4f} | {m['NDCG@20']:.4f} |")
-        out.append("\nPropagation bias on the 50 non-target users most similar to the targets, and completeness on "
-                   "the forgotten pairs of the evaluated forget users:\n")
+    for setting in dict.fromkeys(key[:4] for key in latest):
+        dataset, backbone, request, limit = setting
+        rows = {key[4:]: row for key, row in latest.items() if key[:4] == setting}
+        methods = list(dict.fromkeys(method for method, _ in rows))
+        seeds = sorted({seed for _, seed in rows})
+        by_method = {m: [rows[m, seed] for seed in seeds if (m, seed) in rows] for m in methods}
+
+        def diff_to(reference: str, method: str, value) -> str:
+            """Mean over the seeds both have of value(row) - value(reference's row of the same seed)."""
+            pairs = [(rows[method, s], rows[reference, s]) for s in seeds if (method, s) in rows and (reference, s) in rows]
+            return mean_std([value(a) - value(b) for a, b in pairs], sign="+") if pairs else "-"
+
+        sizes = ", ".join(f"seed {s}: {rows[next(m for m in methods if (m, s) in rows), s]['forget_users']} users, "
+                          f"{rows[next(m for m in methods if (m, s) in rows), s]['forget_edges']} edges" for s in seeds)
+        limit = "" if limit is None else f", history_limit {limit}"
+        out.append(f"### {dataset}, {backbone}, {request}{limit} ({sizes})\n")
+        out.append("Forget users (their test items) and remaining users, mean ± std over the seeds:\n")
+        out.append("| method | seeds | forget users | HR@5 | HR@10 | HR@20 | NDCG@5 | NDCG@10 | NDCG@20 "
+                   "| remaining NDCG@10 | remaining NDCG@20 |")
+        out.append("|---" * 11 + "|")
+        for m, group in by_method.items():
+            f = [r["forget"] for r in group]
+            users = sorted({x["users"] for x in f})
+            out.append(f"| {m} | {len(group)} | {'/'.join(map(str, users))} | "
+                       + " | ".join(mean_std([x[k] for x in f]) for k in
+                                    ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"))
+                       + " | " + " | ".join(mean_std([r["remaining"][k] for r in group]) for k in ("NDCG@10", "NDCG@20"))
+                       + " |")
+        out.append("\nPropagation bias on the 50 non-target users most similar to the targets (differences are "
+                   "taken seed by seed), and completeness on the forgotten pairs of the evaluated forget users:\n")
         out.append("| method | identical top-20 lists (of 50) | top-20 Jaccard vs original | max abs score change "
                    "| NDCG@10 (similar) | vs original | vs Retrain | top-20 Jaccard vs Retrain | forgotten items' "
                    "percentile rank | forgotten Recall@20 |")
         out.append("|---" * 10 + "|")
-        for r in group:
-            p, c, s = r["propagation"], r["completeness"], r["similar"]["NDCG@10"]
-            vs_base = f"{s - base['similar']['NDCG@10']:+.4f}" if base else "-"
-            vs_retrain = f"{s - retrain['similar']['NDCG@10']:+.4f}" if retrain else "-"
-            jr = f"{p['top20_jaccard_vs_retrain']:.3f}" if "top20_jaccard_vs_retrain" in p else "-"
-            out.append(f"| {r['method']} | {p['identical_lists']} | {p['top20_jaccard_vs_original']:.3f} | "
-                       f"{p['max_abs_score_change']:.3g} | {s:.4f} | {vs_base} | {vs_retrain} | {jr} | "
-                       f"{c['mean_percentile_rank']:.3f} | {c['forgotten_Recall@20']:.4f} |")
-        out.append("\nCost (seconds; load average of the 2-core machine when the row was written):\n")
+        similar = lambda r: r["similar"]["NDCG@10"]     # noqa: E731
+        for m, group in by_method.items():
+            p = [r["propagation"] for r in group]
+            jr = [x["top20_jaccard_vs_retrain"] for x in p if "top20_jaccard_vs_retrain" in x]
+            out.append(f"| {m} | {mean_std([x['identical_lists'] for x in p], 0)} | "
+                       f"{mean_std([x['top20_jaccard_vs_original'] for x in p], 3)} | "
+                       f"{max(x['max_abs_score_change'] for x in p):.3g} | {mean_std([similar(r) for r in group])} | "
+                       f"{diff_to('ori', m, similar)} | {diff_to('retrain', m, similar)} | "
+                       f"{mean_std(jr, 3) if jr else '-'} | "
+                       f"{mean_std([r['completeness']['mean_percentile_rank'] for r in group], 3)} | "
+                       f"{mean_std([r['completeness']['forgotten_Recall@20'] for r in group])} |")
+        out.append("\nCost (seconds, mean ± std over the seeds; load average of the 2-core machine when the rows "
+                   "were written):\n")
         out.append("| method | request seconds | per forgotten user | prepare | LLM calls | failures (rate) | "
                    "cache hits | load |")
         out.append("|---" * 8 + "|")
-        for r in group:
-            llm, sec = r.get("cragru"), r["seconds"]
-            per_user = f"{llm['seconds_per_user']:.2f}" if llm else "-"
-            fails = f"{llm['failures']} ({llm['failure_rate']:.2f})" if llm else "-"
-            prepare = sec.get("prepare")
-            out.append(f"| {r['method']} | {sec.get('total', 0):.1f} | {per_user} | "
-                       f"{'-' if prepare is None else f'{prepare:.1f}'} | {llm['llm_calls'] if llm else '-'} | {fails} | "
-                       f"{llm['cache_hits'] if llm else '-'} | {r['load_average']} |")
+        for m, group in by_method.items():
+            llm = [r["cragru"] for r in group if r.get("cragru")]
+            prepare = [r["seconds"]["prepare"] for r in group if r["seconds"].get("prepare") is not None]
+            loads = [r["load_average"] for r in group]
+            out.append(f"| {m} | {mean_std([r['seconds'].get('total', 0) for r in group], 1)} | "
+                       f"{mean_std([x['seconds_per_user'] for x in llm], 2) if llm else '-'} | "
+                       f"{mean_std(prepare, 1) if prepare else '-'} | "
+                       f"{sum(x['llm_calls'] for x in llm) if llm else '-'} | "
+                       + (f"{sum(x['failures'] for x in llm)} ({np.mean([x['failure_rate'] for x in llm]):.2f})"
+                          if llm else "-")
+                       + f" | {sum(x['cache_hits'] for x in llm) if llm else '-'} | {min(loads)}–{max(loads)} |")
         out.append("")
     return "\n".join(out)
 
 
 if __name__ == "__main__":
     import sys
-    if len(sys.argv) == 3 and sys.argv[1] == "--report":
-        print(report(sys.argv[2]))
+    if len(sys.argv) >= 3 and sys.argv[1] == "--report":
+        print(report(*sys.argv[2:]))
     else:
         main()
