@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from recunlearn.data.graph import (bipartite_csr, build_graph, edge_norm, normalized_adjacency, product,
-                                  propagate_mean, spmm)
+from recunlearn.data.graph import (EdgeIndex, bipartite_csr, build_graph, edge_norm, edge_scores,
+                                  normalized_adjacency, product, propagate_mean, spmm)
 from recunlearn.data.interactions import Interactions
 
 
@@ -251,3 +251,37 @@ def test_product_ignores_the_uninitialised_output_even_where_a_row_is_empty():
 def test_adjacency_indices_are_int32_which_the_cpu_kernels_take_without_a_copy():
     adj = build_graph(random_edges(0)).adj
     assert adj.crow_indices().dtype == torch.int32 and adj.col_indices().dtype == torch.int32
+
+
+# ------------------------------------------------------------------------------------------ edge scores
+
+@pytest.mark.parametrize("seed", range(3))
+def test_edge_scores_and_their_gradient_equal_the_gathered_dot_products(seed):
+    data = random_edges(seed, n_users=30, n_items=25, density=0.3)
+    index = EdgeIndex.of(data)
+    users = torch.randn(data.n_users, 6, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(data.n_items, 6, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(len(data), dtype=torch.float64)
+    u, i = torch.from_numpy(data.users).long(), torch.from_numpy(data.items).long()
+    reference = (users[u] * items[i]).sum(-1)
+    got = edge_scores(users, items, index)
+    torch.testing.assert_close(got, reference)
+    expected = torch.autograd.grad((reference * weights).sum(), (users, items))
+    torch.testing.assert_close(torch.autograd.grad((got * weights).sum(), (users, items)), expected)
+
+
+def test_edge_scores_pass_gradcheck_in_float64():
+    data = random_edges(5, n_users=8, n_items=6, density=0.4)
+    index = EdgeIndex.of(data)
+    users = torch.randn(data.n_users, 3, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(data.n_items, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: edge_scores(a, b, index), (users, items))
+
+
+def test_edge_index_orders_values_by_item_as_the_transpose():
+    data = random_edges(6, n_users=12, n_items=10, density=0.4)
+    index = EdgeIndex.of(data)
+    values = torch.arange(1, len(data) + 1, dtype=torch.float32)
+    by_user = index.with_values(values).to_dense()
+    assert torch.equal(index.with_values(values, by="item").to_dense(), by_user.T)
+    assert torch.equal(by_user[torch.from_numpy(data.users).long(), torch.from_numpy(data.items).long()], values)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recunlearn.data.interactions import Interactions
-from recunlearn.data.graph import build_graph
+from recunlearn.data.graph import bipartite_csr, build_graph
 from recunlearn.unlearn.unlearnrec import IEConfig, InfluenceEncoder, influence_matrix
 from recunlearn.unlearn.unlearnrec.encoder import idm_values
 from recunlearn.unlearn.unlearnrec import losses, training
@@ -202,8 +202,26 @@ def test_contrastive_views_are_redrawn_for_every_layer(pretraining_setup, ie_con
     monkeypatch.setattr(training, "dropped_influence_matrix", spy)
     h0_gradient(pretraining_setup, ie_config(lambda_c=0.1, contrast_drop=0.5))
     assert len(drawn) == 3                                   # one view per IE layer
-    kept = [set(map(tuple, v.to_sparse_coo().indices().T.tolist())) for v in drawn]
+    kept = [set(map(tuple, v.to_sparse_coo().indices()[:, v.values() != 0].T.tolist())) for v in drawn]
     assert kept[0] != kept[1] or kept[1] != kept[2]          # each drawn afresh
+
+
+@pytest.mark.parametrize("drop", [0.2, 0.5])
+def test_a_contrastive_view_is_the_idm_of_the_kept_edges_rescaled(drop):
+    """The view keeps Â_Δ's pattern with dropped edges at 0: densely, and in products, it equals the IDM built
+    from the kept edges alone with their Â_Δ values over 1 - drop (the view as the authors draw it)."""
+    rng = np.random.default_rng(3)
+    users, items = np.nonzero(rng.random((N_USERS, N_ITEMS)) < 0.25)
+    edges = Interactions.from_arrays(users, items, N_USERS, N_ITEMS)
+    episode = Episode.of(edges, Interactions.empty(N_USERS, N_ITEMS))
+    view = training.dropped_influence_matrix(episode.idm, episode.index, drop, np.random.default_rng(7))
+    keep = np.random.default_rng(7).random(len(edges)) >= drop       # the same draws
+    rebuilt = bipartite_csr(edges.users[keep], edges.items[keep], episode.idm_values[keep] / (1 - drop),
+                            N_USERS, N_ITEMS)
+    np.testing.assert_allclose(view.to_dense().numpy(), rebuilt.to_dense().numpy(), rtol=1e-6)
+    x = torch.randn(N_USERS + N_ITEMS, 8)
+    torch.testing.assert_close(view @ x, rebuilt @ x)
+    assert 0 < keep.sum() < len(edges)
 
 
 def test_the_authors_l2_sends_no_gradient_into_the_encoder(pretraining_setup, ie_config):

@@ -140,6 +140,71 @@ def propagate_mean(adj: torch.Tensor, x: torch.Tensor, layers: int) -> torch.Ten
     return _layer_mean(adj, x, layers)
 
 
+@dataclass(frozen=True, eq=False)
+class EdgeIndex:
+    """A set of (user, item) edges as two CSR patterns: users → items, rows in the edges' (user, item) order,
+    and items → users; `item_order` puts per-edge values from the first order into the second's."""
+
+    by_user: torch.Tensor       # CSR [n_users, n_items]
+    by_item: torch.Tensor       # CSR [n_items, n_users]
+    item_order: torch.Tensor    # int64 [n_edges]
+
+    @classmethod
+    def of(cls, edges: Interactions) -> "EdgeIndex":
+        """From (user, item)-sorted, distinct edges (as every Interactions holds them)."""
+        users, items = np.asarray(edges.users), np.asarray(edges.items)
+        item_order = np.argsort(items, kind="stable")
+        index = csr_index_dtype(max(edges.n_users, edges.n_items), len(users))
+
+        def pattern(rows, cols, n_rows, n_cols):
+            crow = np.zeros(n_rows + 1, dtype=np.int64)
+            np.cumsum(np.bincount(rows, minlength=n_rows), out=crow[1:])
+            return torch.sparse_csr_tensor(torch.from_numpy(crow.astype(index)), torch.from_numpy(cols.astype(index)),
+                                           torch.ones(len(cols)), size=(n_rows, n_cols), check_invariants=False)
+
+        return cls(pattern(users, items, edges.n_users, edges.n_items),
+                   pattern(items[item_order], users[item_order], edges.n_items, edges.n_users),
+                   torch.from_numpy(item_order.astype(np.int64)))
+
+    def with_values(self, values: torch.Tensor, by: str = "user") -> torch.Tensor:
+        """The users → items (or, `by="item"`, items → users) matrix with per-edge `values` in edge order."""
+        if by == "item":
+            pattern, values = self.by_item, values[self.item_order]
+        else:
+            pattern = self.by_user
+        return torch.sparse_csr_tensor(pattern.crow_indices(), pattern.col_indices(), values, size=pattern.shape,
+                                       check_invariants=False)
+
+
+class _EdgeScores(torch.autograd.Function):
+    """s_e = <u_e, i_e> for every edge, by a sampled dense product. Gathering both endpoints' rows instead
+    reads and writes two [n_edges, d] copies, and its backward scatters them back one row at a time; here
+    the backward is two sparse products with the incoming gradient as the edge values."""
+
+    @staticmethod
+    def forward(ctx, user_emb: torch.Tensor, item_emb: torch.Tensor, index: EdgeIndex) -> torch.Tensor:
+        ctx.save_for_backward(user_emb, item_emb)
+        ctx.index = index
+        pattern = index.by_user
+        if pattern.dtype != user_emb.dtype:
+            pattern = index.with_values(user_emb.new_ones(index.item_order.numel()))
+        return torch.sparse.sampled_addmm(pattern, user_emb, item_emb.T, beta=0.0).values()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        user_emb, item_emb = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_user = product(ctx.index.with_values(grad), item_emb) if ctx.needs_input_grad[0] else None
+        grad_item = product(ctx.index.with_values(grad, by="item"), user_emb) if ctx.needs_input_grad[1] else None
+        return grad_user, grad_item, None
+
+
+def edge_scores(user_emb: torch.Tensor, item_emb: torch.Tensor, index: EdgeIndex) -> torch.Tensor:
+    """<user_emb[u], item_emb[i]> for each edge (u, i) of `index`, in edge order; differentiable once."""
+    return _EdgeScores.apply(user_emb.contiguous(), item_emb.contiguous(), index)
+
+
 def product(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Â x without autograd. `adj @ x` zero-fills an output and copies it before the sparse kernel writes it;
     addmm with beta=0 writes into uninitialised memory (beta=0 ignores its input, NaNs included)."""

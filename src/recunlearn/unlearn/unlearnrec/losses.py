@@ -6,8 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...data.graph import Graph, spmm
-from ...data.interactions import Interactions
+from ...data.graph import EdgeIndex, Graph, edge_scores, spmm
 from ...models.base import Recommender, bpr_loss, l2_term
 
 
@@ -25,10 +24,9 @@ def model_loss(backbone: Recommender, batch, user_emb, item_emb, e0: torch.Tenso
     return terms
 
 
-def unlearning_loss(user_emb, item_emb, edges: Interactions) -> torch.Tensor:
+def unlearning_loss(user_emb, item_emb, edges: EdgeIndex) -> torch.Tensor:
     """L_u = −mean log σ(−ŷ_ui) over all request edges."""
-    u, i = torch.from_numpy(edges.users), torch.from_numpy(edges.items)
-    return F.softplus((user_emb[u] * item_emb[i]).sum(-1)).mean()
+    return F.softplus(edge_scores(user_emb, item_emb, edges)).mean()
 
 
 def preserving_loss(user_emb, item_emb, orig_user, orig_item, users, pos, tau: float, pairs: int) -> torch.Tensor:

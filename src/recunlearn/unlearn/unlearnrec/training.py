@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ...data import sampling
-from ...data.graph import Graph, build_graph
+from ...data.graph import EdgeIndex, Graph, build_graph
 from ...data.interactions import Interactions
 from ...models.base import Recommender
 from .encoder import IEConfig, InfluenceEncoder, dropped_influence_matrix, idm_values, influence_matrix
@@ -34,19 +34,21 @@ class EncoderInputs:
 
 @dataclass(frozen=True)
 class Episode:
-    """A request (simulated or real) with its IDM Â_Δ (and Â_Δ's value per request edge) and the residual graph Â_r."""
+    """A request (simulated or real) with its IDM Â_Δ (and Â_Δ's value per request edge), its edges indexed for
+    scoring (`index`), and the residual graph Â_r."""
 
     edges: Interactions
     residual: Interactions
     graph: Graph
     idm: torch.Tensor
     idm_values: np.ndarray
+    index: EdgeIndex
 
     @classmethod
     def of(cls, edges: Interactions, residual: Interactions, idm_norm: str = "request") -> "Episode":
         """`idm_norm`: IEConfig.idm_norm, the degrees that normalise Â_Δ."""
         values = idm_values(edges, residual if idm_norm == "graph" else None)
-        return cls(edges, residual, build_graph(residual), influence_matrix(edges, values), values)
+        return cls(edges, residual, build_graph(residual), influence_matrix(edges, values), values, EdgeIndex.of(edges))
 
 
 def simulated_request(train: Interactions, rho: float, rng: np.random.Generator) -> Interactions:
@@ -69,7 +71,7 @@ def _request_terms(backbone: Recommender, inputs: EncoderInputs, episode: Episod
     user_emb, item_emb = backbone.embed(episode.graph, e0)
     terms = model_loss(backbone, batch, user_emb, item_emb, e0, reg_e0, episode.graph)
     n = backbone.n_users
-    terms["unlearn"] = lambda_u * unlearning_loss(user_emb, item_emb, episode.edges)
+    terms["unlearn"] = lambda_u * unlearning_loss(user_emb, item_emb, episode.index)
     terms["preserve"] = lambda_p * preserving_loss(user_emb, item_emb, inputs.final[:n], inputs.final[n:],
                                                    batch[0], batch[1], tau_p, pairs)
     return terms
@@ -85,7 +87,7 @@ def pretraining_loss(encoder: InfluenceEncoder, backbone: Recommender, inputs: E
                            lambda_p=cfg.lambda_p, tau_p=cfg.tau_p, pairs=cfg.preserve_batch_ref)
     if cfg.lambda_c > 0:
         # The authors redraw the view's edge drop for every IE layer.
-        views = [dropped_influence_matrix(episode.edges, episode.idm_values, cfg.contrast_drop, rng)
+        views = [dropped_influence_matrix(episode.idm, episode.index, cfg.contrast_drop, rng)
                  for _ in range(encoder.layers)]
         nodes = contrast_nodes(*batch_np, backbone.n_users, cfg.contrast_nodes, rng)
         terms["contrast"] = cfg.lambda_c * contrastive_loss(hs, views, nodes, cfg.tau_c)
