@@ -34,21 +34,20 @@ class EncoderInputs:
 
 @dataclass(frozen=True)
 class Episode:
-    """A request (simulated or real) with its IDM Â_Δ (and Â_Δ's value per request edge), its edges indexed for
-    scoring (`index`), and the residual graph Â_r."""
+    """A request (simulated or real) with its IDM Â_Δ, its edges indexed for scoring (`index`), and the residual
+    graph Â_r."""
 
     edges: Interactions
     residual: Interactions
     graph: Graph
     idm: torch.Tensor
-    idm_values: np.ndarray
     index: EdgeIndex
 
     @classmethod
     def of(cls, edges: Interactions, residual: Interactions, idm_norm: str = "request") -> "Episode":
         """`idm_norm`: IEConfig.idm_norm, the degrees that normalise Â_Δ."""
         values = idm_values(edges, residual if idm_norm == "graph" else None)
-        return cls(edges, residual, build_graph(residual), influence_matrix(edges, values), values, EdgeIndex.of(edges))
+        return cls(edges, residual, build_graph(residual), influence_matrix(edges, values), EdgeIndex.of(edges))
 
 
 def simulated_request(train: Interactions, rho: float, rng: np.random.Generator) -> Interactions:
