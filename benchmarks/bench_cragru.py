@@ -169,11 +169,11 @@ def main() -> None:
         emit("finetune", result.scorer, result.seconds, retrain_model)
 
     # --- CRAGRU and the base model's own order on the same candidates ---------------------------------
-    answers = tempfile.mkdtemp(prefix="cragru-answers-")
+    answers = tempfile.TemporaryDirectory(prefix="cragru-answers-")     # removed when the run ends
     settings = {"model": args.model, "threads": args.threads, "max_new_tokens": args.max_new_tokens}
     if args.history_limit is not None:
         settings["history_limit"] = args.history_limit
-    method = CRAGRU(settings, progress=True, cache_dir=answers)
+    method = CRAGRU(settings, progress=True, cache_dir=answers.name)
     start = time.perf_counter()
     method.prepare(original, data)
     prepare_seconds = time.perf_counter() - start
@@ -237,8 +237,8 @@ def report(*paths: str) -> str:
             pairs = [(rows[method, s], rows[reference, s]) for s in seeds if (method, s) in rows and (reference, s) in rows]
             return mean_std([value(a) - value(b) for a, b in pairs], sign="+") if pairs else "-"
 
-        sizes = ", ".join(f"seed {s}: {rows[next(m for m in methods if (m, s) in rows), s]['forget_users']} users, "
-                          f"{rows[next(m for m in methods if (m, s) in rows), s]['forget_edges']} edges" for s in seeds)
+        first = {seed: row for (_, seed), row in reversed(rows.items())}     # any row of each seed
+        sizes = ", ".join(f"seed {s}: {first[s]['forget_users']} users, {first[s]['forget_edges']} edges" for s in seeds)
         limit = "" if limit is None else f", history_limit {limit}"
         out.append(f"### {dataset}, {backbone}, {request}{limit}, training patience {patience} ({sizes})\n")
         out.append("Forget users (their test items) and remaining users, mean ± std over the seeds:\n")

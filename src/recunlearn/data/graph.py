@@ -52,11 +52,16 @@ def bipartite_csr(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_us
     cols = np.concatenate([items + n_users, users[by_item]])
     vals = np.concatenate([values, values[by_item]]).astype(np.float32)
     counts = np.concatenate([np.bincount(users, minlength=n_users), np.bincount(items, minlength=n_items)])
-    crow = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=crow[1:])
-    index = csr_index_dtype(n, len(cols))
+    return csr_tensor(counts, cols, torch.from_numpy(vals), (n, n))
+
+
+def csr_tensor(row_counts: np.ndarray, cols: np.ndarray, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A torch CSR from each row's number of entries and the entries' columns and values in row order."""
+    crow = np.zeros(len(row_counts) + 1, dtype=np.int64)
+    np.cumsum(row_counts, out=crow[1:])
+    index = csr_index_dtype(max(shape), len(cols))
     return torch.sparse_csr_tensor(torch.from_numpy(crow.astype(index)), torch.from_numpy(cols.astype(index)),
-                                   torch.from_numpy(vals), size=(n, n), check_invariants=False)
+                                   values, size=shape, check_invariants=False)
 
 
 def csr_index_dtype(n_nodes: int, nnz: int) -> type:
@@ -154,16 +159,10 @@ class EdgeIndex:
         """From (user, item)-sorted, distinct edges (as every Interactions holds them)."""
         users, items = np.asarray(edges.users), np.asarray(edges.items)
         item_order = np.argsort(items, kind="stable")
-        index = csr_index_dtype(max(edges.n_users, edges.n_items), len(users))
-
-        def pattern(rows, cols, n_rows, n_cols):
-            crow = np.zeros(n_rows + 1, dtype=np.int64)
-            np.cumsum(np.bincount(rows, minlength=n_rows), out=crow[1:])
-            return torch.sparse_csr_tensor(torch.from_numpy(crow.astype(index)), torch.from_numpy(cols.astype(index)),
-                                           torch.ones(len(cols)), size=(n_rows, n_cols), check_invariants=False)
-
-        return cls(pattern(users, items, edges.n_users, edges.n_items),
-                   pattern(items[item_order], users[item_order], edges.n_items, edges.n_users),
+        ones = torch.ones(len(users))
+        return cls(csr_tensor(np.bincount(users, minlength=edges.n_users), items, ones, (edges.n_users, edges.n_items)),
+                   csr_tensor(np.bincount(items, minlength=edges.n_items), users[item_order], ones,
+                              (edges.n_items, edges.n_users)),
                    torch.from_numpy(item_order.astype(np.int64)))
 
     def with_values(self, values: torch.Tensor, by: str = "user") -> torch.Tensor:
