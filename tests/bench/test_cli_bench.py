@@ -31,6 +31,13 @@ def test_a_suite_with_an_unknown_key_is_one_line_of_error(tmp_path):
     assert not (tmp_path / "r.jsonl").exists()
 
 
+def test_a_seed_outside_the_suite_is_one_line_of_error(tmp_path):
+    suite = tmp_path / "small.yaml"
+    suite.write_text(SMALL)
+    assert_input_error(invoke("bench", "run", suite, "--seed", "3", "--out", tmp_path / "r.jsonl"), "seed 3")
+    assert not (tmp_path / "r.jsonl").exists()
+
+
 def test_a_missing_results_file_is_one_line_of_error(tmp_path):
     assert_input_error(invoke("bench", "report", tmp_path / "none.jsonl", "--out", tmp_path), "none.jsonl")
 

@@ -106,6 +106,23 @@ def test_a_narrowed_suite_keeps_the_unit_keys_of_the_whole():
         narrowed(whole, requests=["random:0.5"])
 
 
+def test_running_some_seeds_splits_the_units_without_changing_them():
+    """--seed: the seeds' units are a partition of the whole (the noise floor and the streams with their own
+    seed), with the whole suite's keys, so that two processes can share a suite's work."""
+    from recunlearn.bench.suite import load_suite, unit_key, units
+    from recunlearn.config import ConfigError
+
+    suite = load_suite("benchmarks/suites/standard.yaml")
+    whole = [unit_key(unit, suite, "code") for unit in units(suite)]
+    first, rest = units(suite, [0]), units(suite, [1, 2])
+    assert {unit.seed for unit in first} == {0} and {unit.seed for unit in rest} == {1, 2}
+    assert any(unit.role == "noise_floor" for unit in first) and not any(unit.role == "noise_floor" for unit in rest)
+    assert any(unit.role == "stream" for unit in rest)
+    assert sorted(unit_key(unit, suite, "code") for unit in first + rest) == sorted(whole)
+    with pytest.raises(ConfigError, match="seed 7 is not in suite"):
+        units(suite, [7])
+
+
 def test_a_dataset_entry_may_be_your_own_file(tmp_path):
     """Your own data wherever a dataset name is accepted: a suite entry with a `path` loads that file."""
     from recunlearn.bench.setting import registry_loader

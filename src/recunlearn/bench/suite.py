@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Collection, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -252,9 +252,14 @@ def retrain_spec(seed: int) -> MethodSpec:
     return MethodSpec.model_construct(name=REFERENCE, set={"seed": seed}, label=REFERENCE)
 
 
-def units(suite: Suite) -> list[Unit]:
+def units(suite: Suite, seeds: Collection[int] = ()) -> list[Unit]:
     """Everything a suite runs, in order: the settings (reference, original, methods), the noise-floor
-    retrains of each (dataset, backbone, request), then the streams."""
+    retrains of each (dataset, backbone, request), then the streams. `seeds` (empty: all) keeps the units of
+    those seeds only; the noise floor belongs to the suite's first seed, whose residual it retrains."""
+    unknown = sorted(set(seeds) - set(suite.seeds))
+    if unknown:
+        raise ConfigError(f"seed {', '.join(map(str, unknown))} is not in suite {suite.name!r} "
+                          f"(seeds {', '.join(map(str, suite.seeds))})")
     out: list[Unit] = []
     for dataset, backbone in suite.pairs():
         for request in suite.requests:
@@ -272,7 +277,7 @@ def units(suite: Suite) -> list[Unit]:
                 out += [Unit("stream", dataset, backbone, stream.request, seed, method,
                              reference_seed(seed) if method.name == REFERENCE else None, stream.parts)
                         for method in methods]
-    return out
+    return [unit for unit in out if not seeds or unit.seed in seeds]
 
 
 def unit_key(unit: Unit, suite: Suite, code: str) -> str:
