@@ -13,6 +13,7 @@ Every process runs `--threads` torch threads, so 2 ranks use twice the cores of 
 an existing file without running anything.
 
     .venv/bin/python benchmarks/bench_scaling.py --edges 1000000 4000000 16000000 --nproc 1 2 --steps 10
+    (--readout split whole: on 2 ranks, also the whole readout on every rank, for the ratio in one run)
     (a smoke run: --edges 200000 --steps 5 --out /tmp/scaling.jsonl)
     .venv/bin/python benchmarks/bench_scaling.py --report
 """
@@ -59,10 +60,11 @@ def load_train(folder: str) -> Interactions:
     return Interactions(users, items, meta["n_users"], meta["n_items"])
 
 
-def scaling_rank(run: RunConfig, folder: str, steps: int, warmup_steps: int) -> dict:
+def scaling_rank(run: RunConfig, folder: str, steps: int, warmup_steps: int, readout: str = "split") -> dict:
     """In each rank's process: LightGCN set up as Trainer.fit sets it up, one epoch's sampling, then
-    `warmup_steps` + `steps` optimiser steps with the trainer's step (the plain one in a single process).
-    Rank 0 returns the timings and every rank's memory."""
+    `warmup_steps` + `steps` optimiser steps with the trainer's step (the plain one in a single process; on
+    ranks the readout split by rows, or with `readout="whole"` the whole readout on every rank, as before the
+    split existed). Rank 0 returns the timings and every rank's memory."""
     start_rss = peak_rss_mib()
     ranks = Ranks.active()   # None in a single process: the plain loop
     dataset = as_dataset(load_train(folder))
@@ -87,7 +89,7 @@ def scaling_rank(run: RunConfig, folder: str, steps: int, warmup_steps: int) -> 
     first = next(batches)   # the generator shuffles and draws the whole epoch's negatives here
     sampling_seconds = time.perf_counter() - began
     batches = itertools.chain([first], batches)
-    step = trainer._step if ranks is None else ranks.step
+    step = trainer.step_for(model) if readout == "split" else ranks.step
     for users, pos, neg in itertools.islice(batches, warmup_steps):
         step(model, optimizer, users, pos, neg)
     losses, step_seconds = [], []
@@ -111,20 +113,22 @@ def scaling_rank(run: RunConfig, folder: str, steps: int, warmup_steps: int) -> 
             "peak_rss_mib_per_rank": [round(p, 1) for _, p in per_rank]}
 
 
-def measure(args, folder: str, n_edges: int, nproc: int) -> dict:
+def measure(args, folder: str, n_edges: int, nproc: int, readout: str) -> dict:
     run = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": args.dim, "layers": args.layers},
                                     "train": {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                                               "threads": args.threads, "nproc": nproc}})
     load = load_average()
     began = time.perf_counter()
     # one process too runs in a fresh child, so that its memory compares with a rank's
-    found = run_on_ranks(scaling_rank, nproc, run, folder, args.steps, args.warmup_steps, threads=args.threads)
+    found = run_on_ranks(scaling_rank, nproc, run, folder, args.steps, args.warmup_steps, readout,
+                         threads=args.threads)
     steps_per_epoch = math.ceil(n_edges / args.batch_size)
-    found.update(ranks=nproc, steps_per_epoch=steps_per_epoch, sec_per_step=round(found["sec_per_step"], 4),
+    found.update(ranks=nproc, readout=readout, steps_per_epoch=steps_per_epoch,
+                 sec_per_step=round(found["sec_per_step"], 4),
                  projected_sec_per_epoch=round(found["sampling_seconds_per_epoch"]
                                                + steps_per_epoch * found["sec_per_step"], 1),
                  wall_seconds=round(time.perf_counter() - began, 2), load_before=load, load_after=load_average())
-    print(f"  {n_edges:,} edges on {nproc} rank(s): {found['sec_per_step']:.3f} s/step, projected "
+    print(f"  {n_edges:,} edges on {nproc} rank(s), {readout} readout: {found['sec_per_step']:.3f} s/step, projected "
           f"{found['projected_sec_per_epoch']:,.0f} s/epoch, graph build {found['graph_build_seconds']:.1f} s, "
           f"peak RSS per rank {found['peak_rss_mib_per_rank']} MiB, {found['wall_seconds']:.1f} s with start-up",
           flush=True)
@@ -147,7 +151,7 @@ def generate(n_edges: int, seed: int, folder: Path) -> dict:
 
 # --- the table ---------------------------------------------------------------------------------------------
 
-COLUMNS = ("edges", "users", "items", "ranks", "s/step", "sampling s/epoch", "steps/epoch",
+COLUMNS = ("edges", "users", "items", "ranks", "readout", "s/step", "sampling s/epoch", "steps/epoch",
            "projected s/epoch", "graph build s", "generation s", "RSS at start MiB", "peak RSS MiB per rank",
            "load before/after")
 
@@ -156,7 +160,9 @@ def table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         projected = r["projected_sec_per_epoch"]
-        cells = (f"{r['edges']:,}", f"{r['users']:,}", f"{r['items']:,}", r["ranks"], f"{r['sec_per_step']:.3f}",
+        cells = (f"{r['edges']:,}", f"{r['users']:,}", f"{r['items']:,}", r["ranks"],
+                 # rows from before the split readout ran the whole readout on every rank
+                 "" if r["ranks"] == 1 else r.get("readout", "whole"), f"{r['sec_per_step']:.3f}",
                  f"{r['sampling_seconds_per_epoch']:.2f}", f"{r['steps_per_epoch']:,}",
                  f"{projected:,.0f}" + (f" ({projected / 3600:.1f} h)" if projected >= 3600 else ""),
                  f"{r['graph_build_seconds']:.2f}", f"{r['generation_seconds']:.2f}",
@@ -181,6 +187,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--edges", type=int, nargs="+", default=[1_000_000, 4_000_000, 16_000_000])
     parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2], help="rank counts to measure")
+    parser.add_argument("--readout", nargs="+", choices=["split", "whole"], default=["split"],
+                        help="on several ranks: LightGCN's readout split by rows (the trainer's), or whole on "
+                             "every rank (each measured in turn)")
     parser.add_argument("--steps", type=int, default=10, help="timed optimiser steps per measurement")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps before them")
     parser.add_argument("--batch-size", type=int, default=2048)
@@ -210,8 +219,8 @@ def main() -> None:
     for n_edges in args.edges:
         with tempfile.TemporaryDirectory(prefix="recunlearn-scaling-") as tmp:
             graph = generate(n_edges, args.seed, Path(tmp))
-            for nproc in args.nproc:
-                found = measure(args, tmp, n_edges, nproc)
+            for nproc, readout in [(n, r) for n in args.nproc for r in (args.readout if n > 1 else ["split"])]:
+                found = measure(args, tmp, n_edges, nproc, readout)
                 row = {"bench": "scaling", "edges": n_edges, **found, **graph, "batch_size": args.batch_size,
                        "dim": args.dim, "layers": args.layers, "threads": args.threads, "seed": args.seed,
                        "args": vars(args), "machine": machine_line(), "torch": torch.__version__,
