@@ -1,8 +1,8 @@
 """Benchmark: training spread over processes on this machine.
 
 1. LightGCN seconds per training epoch and peak memory (RSS) per rank: the plain loop in one process against
-   data-parallel training on 2 gloo ranks (`train.nproc=2`: each rank computes half of every batch and half
-   of the rows of each propagation layer), with the largest weight difference between the two after the epochs.
+   data-parallel training on 2 gloo ranks (`train.nproc=2`: each rank computes half of every batch; both
+   propagate over the whole graph), with the largest weight difference between the two after the epochs.
 2. SISA's shard training (`prepare`: every sub-model, fixed epochs, no validation) wall time with 1 and 2
    worker processes, and whether the sub-models came out bit-identical.
 

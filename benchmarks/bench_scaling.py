@@ -13,13 +13,14 @@ Every process runs `--threads` torch threads, so 2 ranks use twice the cores of 
 an existing file without running anything.
 
     .venv/bin/python benchmarks/bench_scaling.py --edges 1000000 4000000 16000000 --nproc 1 2 --steps 10
-    (--readout split whole: on 2 ranks, also the whole readout on every rank, for the ratio in one run)
+    (--readout whole split: on 2 ranks, also the readout split by rows of row_split.py, side by side)
     (a smoke run: --edges 200000 --steps 5 --out /tmp/scaling.jsonl)
     .venv/bin/python benchmarks/bench_scaling.py --report
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -43,6 +44,7 @@ from recunlearn.train.distributed import Ranks
 from recunlearn.train.launch import run_on_ranks
 from recunlearn.train.trainer import Trainer, optimizer_for, seed_everything
 from recunlearn.train.version import code_version
+from row_split import RowBlockPropagation, split_step
 from synthetic import as_dataset, power_law_interactions
 
 
@@ -60,11 +62,11 @@ def load_train(folder: str) -> Interactions:
     return Interactions(users, items, meta["n_users"], meta["n_items"])
 
 
-def scaling_rank(run: RunConfig, folder: str, steps: int, warmup_steps: int, readout: str = "split") -> dict:
+def scaling_rank(run: RunConfig, folder: str, steps: int, warmup_steps: int, readout: str = "whole") -> dict:
     """In each rank's process: LightGCN set up as Trainer.fit sets it up, one epoch's sampling, then
-    `warmup_steps` + `steps` optimiser steps with the trainer's step (the plain one in a single process; on
-    ranks the readout split by rows, or with `readout="whole"` the whole readout on every rank, as before the
-    split existed). Rank 0 returns the timings and every rank's memory."""
+    `warmup_steps` + `steps` optimiser steps with the trainer's step (the plain one in a single process, the
+    data-parallel one on ranks, whose readout is whole on every rank) or, with `readout="split"` on ranks, the
+    experiment of row_split.py. Rank 0 returns the timings and every rank's memory."""
     start_rss = peak_rss_mib()
     ranks = Ranks.active()   # None in a single process: the plain loop
     dataset = as_dataset(load_train(folder))
@@ -89,7 +91,12 @@ def scaling_rank(run: RunConfig, folder: str, steps: int, warmup_steps: int, rea
     first = next(batches)   # the generator shuffles and draws the whole epoch's negatives here
     sampling_seconds = time.perf_counter() - began
     batches = itertools.chain([first], batches)
-    step = trainer.step_for(model) if readout == "split" else ranks.step
+    if ranks is None:
+        step = trainer._step
+    elif readout == "split":
+        step = functools.partial(split_step, ranks, RowBlockPropagation.for_model(model, ranks))
+    else:
+        step = ranks.step
     for users, pos, neg in itertools.islice(batches, warmup_steps):
         step(model, optimizer, users, pos, neg)
     losses, step_seconds = [], []
@@ -161,8 +168,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         projected = r["projected_sec_per_epoch"]
         cells = (f"{r['edges']:,}", f"{r['users']:,}", f"{r['items']:,}", r["ranks"],
-                 # rows from before the split readout ran the whole readout on every rank
-                 "" if r["ranks"] == 1 else r.get("readout", "whole"), f"{r['sec_per_step']:.3f}",
+                 "" if r["ranks"] == 1 else r.get("readout", "whole"),   # older rows: the trainer's, whole f"{r['sec_per_step']:.3f}",
                  f"{r['sampling_seconds_per_epoch']:.2f}", f"{r['steps_per_epoch']:,}",
                  f"{projected:,.0f}" + (f" ({projected / 3600:.1f} h)" if projected >= 3600 else ""),
                  f"{r['graph_build_seconds']:.2f}", f"{r['generation_seconds']:.2f}",
@@ -187,9 +193,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--edges", type=int, nargs="+", default=[1_000_000, 4_000_000, 16_000_000])
     parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2], help="rank counts to measure")
-    parser.add_argument("--readout", nargs="+", choices=["split", "whole"], default=["split"],
-                        help="on several ranks: LightGCN's readout split by rows (the trainer's), or whole on "
-                             "every rank (each measured in turn)")
+    parser.add_argument("--readout", nargs="+", choices=["whole", "split"], default=["whole"],
+                        help="on several ranks: LightGCN's readout whole on every rank (the trainer's), or split "
+                             "by rows (the experiment of row_split.py); each one given is measured in turn")
     parser.add_argument("--steps", type=int, default=10, help="timed optimiser steps per measurement")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps before them")
     parser.add_argument("--batch-size", type=int, default=2048)
@@ -219,7 +225,7 @@ def main() -> None:
     for n_edges in args.edges:
         with tempfile.TemporaryDirectory(prefix="recunlearn-scaling-") as tmp:
             graph = generate(n_edges, args.seed, Path(tmp))
-            for nproc, readout in [(n, r) for n in args.nproc for r in (args.readout if n > 1 else ["split"])]:
+            for nproc, readout in [(n, r) for n in args.nproc for r in (args.readout if n > 1 else ["whole"])]:
                 found = measure(args, tmp, n_edges, nproc, readout)
                 row = {"bench": "scaling", "edges": n_edges, **found, **graph, "batch_size": args.batch_size,
                        "dim": args.dim, "layers": args.layers, "threads": args.threads, "seed": args.seed,

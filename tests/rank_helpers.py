@@ -1,10 +1,16 @@
 """Functions that the tests run on spawned gloo ranks (module-level, so that they pickle)."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.distributed as dist
 
-from recunlearn.train.distributed import Ranks, RowBlockPropagation
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from row_split import RowBlockPropagation  # noqa: E402  (a benchmark module)
+from recunlearn.train.distributed import Ranks  # noqa: E402
 
 
 def split_readout(adj: torch.Tensor, layers: int, x: torch.Tensor, grads: list[torch.Tensor]):
@@ -17,3 +23,24 @@ def split_readout(adj: torch.Tensor, layers: int, x: torch.Tensor, grads: list[t
     gradient = x.grad.clone()
     dist.all_reduce(gradient)
     return readout.detach(), gradient
+
+
+def split_steps(run, dataset, steps: int) -> dict:
+    """`steps` optimiser steps of LightGCN with the row-split step of row_split.py on these ranks; rank 0
+    returns the weights."""
+    from row_split import split_step
+    from recunlearn.data import sampling
+    from recunlearn.data.graph import build_graph
+    from recunlearn.models.registry import build_model
+    from recunlearn.train.trainer import optimizer_for, seed_everything
+
+    ranks = Ranks.current()
+    seed_everything(run.train.seed)
+    model = build_model(run.model, dataset.n_users, dataset.n_items).attach(build_graph(dataset.train))
+    ranks.sync_parameters(model)
+    optimizer = optimizer_for(model, run.train.lr)
+    propagation = RowBlockPropagation.for_model(model, ranks)
+    batches = sampling.bpr_epoch(dataset.train, np.random.default_rng(run.train.seed), run.train.batch_size)
+    for _, (users, pos, neg) in zip(range(steps), batches):
+        split_step(ranks, propagation, model, optimizer, users, pos, neg)
+    return model.state_dict()

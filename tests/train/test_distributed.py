@@ -9,12 +9,9 @@ import torch
 import torch.distributed as dist
 
 from generated import taste_groups
-from rank_helpers import split_readout
-from recunlearn.data.graph import build_graph, normalized_adjacency, propagate_mean
-from recunlearn.models.registry import build_model
 from recunlearn.train.checkpoint import load_tensors
 from recunlearn.train.config import RunConfig
-from recunlearn.train.distributed import Ranks, RowBlockPropagation
+from recunlearn.train.distributed import Ranks
 from recunlearn.train.launch import run_on_ranks
 from recunlearn.train.trainer import TRAINER_STATE, Trainer
 
@@ -28,8 +25,8 @@ BATCH, EDGES = 57, 10 * 57 + 1
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 
 
-def run_config(nproc: int = 1, model: str = "lightgcn", **train) -> RunConfig:
-    return RunConfig.model_validate({"model": {"name": model, "dim": 16}, "eval": {"ks": [5]},
+def run_config(nproc: int = 1, **train) -> RunConfig:
+    return RunConfig.model_validate({"model": {"name": "lightgcn", "dim": 16}, "eval": {"ks": [5]},
                                      "train": {"epochs": 8, "batch_size": BATCH, "lr": 0.02, "patience": 2,
                                                "metric": "NDCG@5", "nproc": nproc, **train}})
 
@@ -102,35 +99,6 @@ def test_two_gloo_ranks_record_the_same_losses_and_stop_together(one_process, tw
         assert record_two.keys() == record_one.keys()
         for key in record_one:
             assert record_two[key] == pytest.approx(record_one[key], rel=1e-5, abs=1e-6), key
-
-
-@pytest.mark.parametrize("world", [2, 3])
-def test_the_row_split_readout_is_the_whole_one(world):
-    """Each rank propagates its block of rows of Â (blocks of ceil(N / world), the last one padded: 13 nodes
-    split 7 + 6 and 5 + 5 + 3) and all-gathers them; the gradient summed over the ranks is the whole readout's
-    gradient of the summed losses. A missing scale on the last layer, a wrong block offset or a gradient not
-    divided by the world each break it."""
-    generator = torch.Generator().manual_seed(0)
-    users, items = torch.randint(0, 6, (30,), generator=generator), torch.randint(0, 7, (30,), generator=generator)
-    adj = normalized_adjacency(users.numpy(), items.numpy(), 6, 7)
-    x = torch.randn(13, 4, generator=generator, dtype=adj.dtype)
-    grads = [torch.randn(13, 4, generator=generator, dtype=adj.dtype) for _ in range(world)]
-    readout, gradient = run_on_ranks(split_readout, world, adj, 3, x, grads, threads=1)
-    torch.testing.assert_close(readout, propagate_mean(adj, x, 3))
-    torch.testing.assert_close(gradient, propagate_mean(adj, sum(grads), 3))
-
-
-def test_the_readout_is_split_for_lightgcn_only(data):
-    """SimGCL's noisy readout and MF's missing one are not split. (SGL's contrastive loss is refused on ranks
-    by the run config.)"""
-    graph = build_graph(data.train)
-    ranks = Ranks(rank=1, world_size=2)
-    for name, split in (("lightgcn", True), ("simgcl", False), ("mf", False)):
-        model = build_model(run_config(model=name).model, data.n_users, data.n_items).attach(graph)
-        propagation = RowBlockPropagation.for_model(model, ranks)
-        assert (propagation is not None) == split, name
-        if split:   # rank 1 of 2 owns the second half of the rows
-            assert (propagation.start, propagation.stop) == (-(-graph.n_nodes // 2), graph.n_nodes)
 
 
 def test_an_error_on_a_rank_reaches_the_caller_with_its_type_and_message(data):

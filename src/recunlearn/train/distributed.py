@@ -8,11 +8,6 @@ the sum over ranks the batch's mean loss: one step equals the one-process step u
 on rank 0 and its metrics are broadcast, so every rank takes the same early-stopping decisions; only rank 0
 writes checkpoints. Starting the ranks is `launch.py`'s concern.
 
-LightGCN's readout is split by rows too (`RowBlockPropagation`): rank r
-computes its block of rows of each layer's product Â E^l and the blocks are all-gathered, so each rank does
-1/world of the propagation instead of all of it. Its backward is the same polynomial in Â (Â is
-symmetric), applied to the ranks' summed gradient: one all_reduce and one all_gather per layer.
-
 Why not torch's DistributedDataParallel: the trainer calls `model.loss(batch)`, not `forward`; a graph
 backbone propagates over the whole graph on every rank anyway, so there is no per-layer overlap to gain from
 DDP's gradient buckets; and the share weighting of an uneven last batch is explicit here.
@@ -24,8 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
-
-from ..models.lightgcn import LightGCN
 
 
 def backend_for(device: torch.device | str) -> str:
@@ -67,26 +60,15 @@ class Ranks:
 
     # --- the training step -------------------------------------------------------------------------
     def step(self, model, optimizer: torch.optim.Optimizer, users: np.ndarray, pos: np.ndarray,
-             neg: np.ndarray, propagation: "RowBlockPropagation | None" = None) -> float:
+             neg: np.ndarray) -> float:
         """One optimiser step on the global batch (users, pos, neg), of which this rank computes its slice;
-        returns the batch's mean loss (the same on every rank). `propagation`: the model's readout split by
-        rows over the ranks (`RowBlockPropagation.for_model`); None: each rank runs the model's whole readout."""
+        returns the batch's mean loss (the same on every rank)."""
         start, stop = self.bounds(len(users))
         share = (stop - start) / len(users)
         optimizer.zero_grad(set_to_none=True)
         local_loss = 0.0
-        batch = tuple(torch.from_numpy(a[start:stop]) for a in (users, pos, neg))
-        if propagation is not None:
-            # Every rank takes part in the split readout's collectives, an empty slice too.
-            e0 = model.embedding.weight
-            final = propagation.layer_mean(e0)
-            if stop > start:
-                loss, _ = model.loss_terms(batch, final, e0)
-                (loss * share).backward()
-                local_loss = loss.item() * share
-            else:
-                final.backward(torch.zeros_like(final))
-        elif stop > start:
+        if stop > start:
+            batch = tuple(torch.from_numpy(a[start:stop]) for a in (users, pos, neg))
             loss, _ = model.loss(batch)
             (loss * share).backward()
             local_loss = loss.item() * share
@@ -122,62 +104,3 @@ class Ranks:
         if len(set(values)) > 1:
             raise ValueError(f"the {self.world_size} ranks hold different {what} ({', '.join(map(str, values))}): "
                              "every rank must load the same data and settings")
-
-
-class RowBlockPropagation:
-    """mean(x, Âx, …, Â^L x) with this rank's block of rows of a symmetric Â [N, N]: ranks own equal blocks of
-    ceil(N / world) rows (the last one padded with empty rows, so that every all_gather moves equal parts), and
-    each layer's blocks are all-gathered into the whole layer on every rank."""
-
-    def __init__(self, adj: torch.Tensor, layers: int, ranks: Ranks):
-        self.n, self.layers, self.world = adj.shape[0], layers, ranks.world_size
-        self.block = -(-self.n // self.world)
-        self.start, self.stop = min(ranks.rank * self.block, self.n), min((ranks.rank + 1) * self.block, self.n)
-        crow, cols, values = adj.crow_indices(), adj.col_indices(), adj.values()
-        first, last = int(crow[self.start]), int(crow[self.stop])
-        padding = crow.new_full((self.block - (self.stop - self.start),), last - first)
-        self.rows = torch.sparse_csr_tensor(torch.cat([crow[self.start:self.stop + 1] - first, padding]),
-                                            cols[first:last], values[first:last], size=(self.block, self.n),
-                                            check_invariants=False)
-
-    @classmethod
-    def for_model(cls, model, ranks: Ranks) -> "RowBlockPropagation | None":
-        """The split of `model`'s readout when it is LightGCN's layer mean over its attached graph; None for
-        other readouts, which every rank runs whole."""
-        if not isinstance(model, LightGCN) or type(model).readout is not LightGCN.readout or model.graph is None:
-            return None
-        return cls(model.graph.adj, model.config.layers, ranks)
-
-    def layer_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """The readout of x [N, d] (the same on every rank), differentiable in x."""
-        return _RowBlockLayerMean.apply(x, self)
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Horner's rule as in `data.graph`, x + Â(x + Â(…)) scaled by 1/(L+1), one block of rows at a time."""
-        own = torch.nn.functional.pad(x[self.start:self.stop], (0, 0, 0, self.block - (self.stop - self.start)))
-        total = x
-        for layer in range(self.layers):
-            scale = 1.0 / (self.layers + 1) if layer == self.layers - 1 else 1.0
-            part = torch.addmm(own, self.rows, total, beta=scale, alpha=scale)
-            parts = [torch.empty_like(part) for _ in range(self.world)]
-            dist.all_gather(parts, part)
-            total = torch.cat(parts)[:self.n]
-        return total if self.layers else x.clone()
-
-
-class _RowBlockLayerMean(torch.autograd.Function):
-    """y = P(Â) x on every rank. Each rank's loss gives its own gradient g_r of y, and the total is P(Â) Σ g_r;
-    every rank returns a world-th of it, so that the step's all_reduce of the parameters' gradients sums it
-    back (the loss's other terms, such as L2 on the batch's rows, are per rank and summed there too)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, propagation: RowBlockPropagation) -> torch.Tensor:
-        ctx.propagation = propagation
-        return propagation.apply(x.detach())
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        total = grad.contiguous().clone()
-        dist.all_reduce(total)
-        return ctx.propagation.apply(total) / ctx.propagation.world, None

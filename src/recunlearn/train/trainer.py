@@ -3,7 +3,6 @@ patience and the best state restored, progress bars, checkpoints and resuming.""
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from ..models.base import Recommender
 from ..models.registry import attach_content, build_model
 from .checkpoint import load_tensors, save_checkpoint
 from .config import RunConfig
-from .distributed import Ranks, RowBlockPropagation
+from .distributed import Ranks
 
 TRAINER_STATE = "trainer_state"
 
@@ -157,7 +156,7 @@ class Trainer:
         total, count = 0.0, 0
         bar = tqdm(sampling.bpr_epoch(dataset.train, rng, self.cfg.batch_size), total=n_batches, leave=False,
                    desc=f"epoch {epoch + 1}", disable=not self.progress)
-        step = self.step_for(model)
+        step = self._step if self.ranks is None else self.ranks.step
         for users, pos, neg in bar:
             total += step(model, optimizer, users, pos, neg)
             count += 1
@@ -166,13 +165,6 @@ class Trainer:
         model.eval()
         model.invalidate()
         return total / max(count, 1)
-
-    def step_for(self, model: Recommender):
-        """The optimiser step of this fit: the plain one, or this rank's share of the batch (with LightGCN's
-        readout split by rows over the ranks)."""
-        if self.ranks is None:
-            return self._step
-        return functools.partial(self.ranks.step, propagation=RowBlockPropagation.for_model(model, self.ranks))
 
     @staticmethod
     def _step(model, optimizer, users, pos, neg) -> float:
