@@ -168,7 +168,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         projected = r["projected_sec_per_epoch"]
         cells = (f"{r['edges']:,}", f"{r['users']:,}", f"{r['items']:,}", r["ranks"],
-                 "" if r["ranks"] == 1 else r.get("readout", "whole"),   # older rows: the trainer's, whole f"{r['sec_per_step']:.3f}",
+                 "" if r["ranks"] == 1 else r.get("readout", "whole"),   # older rows: the trainer's, whole
+                 f"{r['sec_per_step']:.3f}",
                  f"{r['sampling_seconds_per_epoch']:.2f}", f"{r['steps_per_epoch']:,}",
                  f"{projected:,.0f}" + (f" ({projected / 3600:.1f} h)" if projected >= 3600 else ""),
                  f"{r['graph_build_seconds']:.2f}", f"{r['generation_seconds']:.2f}",

@@ -48,3 +48,23 @@ def test_two_ranks_with_the_split_readout_take_the_one_process_steps():
         Trainer._step(model, optimizer, users, pos, neg)
     for name, weights in model.state_dict().items():
         torch.testing.assert_close(split[name], weights, rtol=1e-4, atol=1e-5)
+
+
+def test_the_scaling_table_has_a_cell_under_every_column():
+    """The recorded rows, older ones (no readout recorded: the trainer's whole readout) and split ones alike."""
+    import importlib
+    import sys
+    from pathlib import Path
+    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(benchmarks))
+    try:
+        bench_scaling = importlib.import_module("bench_scaling")
+    finally:
+        sys.path.remove(str(benchmarks))
+    rows = bench_scaling.read_rows(str(benchmarks / "results" / "scaling.jsonl"))
+    lines = [line for line in bench_scaling.table(rows).splitlines() if line.startswith("|")]
+    header, body = lines[0], lines[2:]
+    assert len(body) == len(rows) and {row.get("readout") for row in rows} >= {None, "whole", "split"}
+    assert all(line.count("|") == header.count("|") for line in body)
+    readouts = [line.split("|")[5].strip() for line in body]
+    assert readouts == ["" if row["ranks"] == 1 else row.get("readout", "whole") for row in rows]
