@@ -8,9 +8,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from row_split import RowBlockPropagation  # noqa: E402  (a benchmark module)
+# The benchmark modules (row_split, bench_scaling) import as top-level modules, in the spawned ranks too.
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+from row_split import RowBlockPropagation, split_step  # noqa: E402
+from recunlearn.data import sampling  # noqa: E402
+from recunlearn.data.graph import build_graph  # noqa: E402
+from recunlearn.models.registry import build_model  # noqa: E402
 from recunlearn.train.distributed import Ranks  # noqa: E402
+from recunlearn.train.trainer import optimizer_for, seed_everything  # noqa: E402
 
 
 def split_readout(adj: torch.Tensor, layers: int, x: torch.Tensor, grads: list[torch.Tensor]):
@@ -28,12 +34,6 @@ def split_readout(adj: torch.Tensor, layers: int, x: torch.Tensor, grads: list[t
 def split_steps(run, dataset, steps: int) -> dict:
     """`steps` optimiser steps of LightGCN with the row-split step of row_split.py on these ranks; rank 0
     returns the weights."""
-    from row_split import split_step
-    from recunlearn.data import sampling
-    from recunlearn.data.graph import build_graph
-    from recunlearn.models.registry import build_model
-    from recunlearn.train.trainer import optimizer_for, seed_everything
-
     ranks = Ranks.current()
     seed_everything(run.train.seed)
     model = build_model(run.model, dataset.n_users, dataset.n_items).attach(build_graph(dataset.train))

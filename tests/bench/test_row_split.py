@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from generated import taste_groups
-from rank_helpers import split_readout, split_steps
+from rank_helpers import BENCHMARKS, split_readout, split_steps
 from recunlearn.data import sampling
 from recunlearn.data.graph import build_graph, normalized_adjacency, propagate_mean
 from recunlearn.models.registry import build_model
@@ -52,16 +52,8 @@ def test_two_ranks_with_the_split_readout_take_the_one_process_steps():
 
 def test_the_scaling_table_has_a_cell_under_every_column():
     """The recorded rows, older ones (no readout recorded: the trainer's whole readout) and split ones alike."""
-    import importlib
-    import sys
-    from pathlib import Path
-    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
-    sys.path.insert(0, str(benchmarks))
-    try:
-        bench_scaling = importlib.import_module("bench_scaling")
-    finally:
-        sys.path.remove(str(benchmarks))
-    rows = bench_scaling.read_rows(str(benchmarks / "results" / "scaling.jsonl"))
+    import bench_scaling   # from BENCHMARKS, on the path through rank_helpers
+    rows = bench_scaling.read_rows(str(BENCHMARKS / "results" / "scaling.jsonl"))
     lines = [line for line in bench_scaling.table(rows).splitlines() if line.startswith("|")]
     header, body = lines[0], lines[2:]
     assert len(body) == len(rows) and {row.get("readout") for row in rows} >= {None, "whole", "split"}
