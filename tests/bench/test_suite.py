@@ -42,6 +42,17 @@ def test_the_recorded_suites_load():
     assert (run.train.batch_size, run.train.lr, run.train.patience, run.train.seed) == (8192, 0.01, 5, 2)
 
 
+@pytest.mark.parametrize("baselines, dataset", [("baselines-ml1m.yaml", "ml-1m"), ("baselines-gowalla.yaml", "gowalla")])
+def test_the_baseline_suites_train_what_the_standard_suite_trains(baselines, dataset):
+    """The baseline tables sit beside the standard suite's rows: the same originals and Retrain references
+    (one model-cache entry each), which holds only while both suites ask for the same training run."""
+    standard, suite = load_suite(SUITES / "standard.yaml"), load_suite(SUITES / baselines)
+    assert suite.pairs() == [(dataset, "lightgcn")] and suite.seeds == standard.seeds
+    assert set(standard.requests) <= set(suite.requests)
+    for seed in suite.seeds:
+        assert suite.run_config(dataset, "lightgcn", seed) == standard.run_config(dataset, "lightgcn", seed)
+
+
 @pytest.mark.parametrize("extra, fragment", [
     ("methods: [retrain]", "retrain is the reference"),
     ("methods: [nonesuch]", "unknown method 'nonesuch'"),
