@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from ...config import StrictConfig
@@ -30,6 +30,14 @@ class IEConfig(StrictConfig):
                                   "held-out simulated request the zero-shot model ranks the request edges against "
                                   "validation edges at chance (AUC 0.5; validation), or start from `withdraw_init` "
                                   "(none)")
+    withdraw_scaling: Literal["none", "request"] = Field(
+        "none", description="none: every request uses the prepared W_η (the paper). request: preparation also finds, "
+                            "on held-out probes, the factor on W_η at which a model forgets like one that never saw "
+                            "the probe (random probes of `scaling_probe_sizes`; a probe of whole users' histories), "
+                            "and each request takes the factor of its size and shape")
+    scaling_probe_sizes: tuple[float, ...] = Field(
+        (0.2, 1.0, 5.0), min_length=1, description="sizes of the random scaling probes, as multiples of probe_rho")
+    scaling_max: float = Field(4.0, ge=1, description="the largest factor on W_η the scaling search tries")
     idm_norm: Literal["request", "graph"] = Field(
         "request", description="degrees that normalise Â_Δ: the request's own (the paper's D_Δ; an isolated request "
                                "edge then weighs 1 and an edge of a user's whole history 1/sqrt(d_u d_i^Δ), so the "
@@ -78,6 +86,14 @@ class IEConfig(StrictConfig):
     finetune_lambda_u: float = Field(0.2, description="λ_u when fine-tuning")
     finetune_lambda_p: float = Field(0.01, description="λ_p when fine-tuning")
     finetune_tau_p: float = Field(10.0, gt=0, description="τ_p when fine-tuning")
+
+    @model_validator(mode="after")
+    def _scaling_probes_fit(self) -> "IEConfig":
+        outside = [size for size in self.scaling_probe_sizes if not 0 < size * self.probe_rho < 1]
+        if outside:
+            raise ValueError(f"scaling_probe_sizes {outside} times probe_rho {self.probe_rho} must lie strictly between "
+                             "0 and 1 (each is a fraction of the training edges): use smaller multiples")
+        return self
 
 
 # Read only when a request arrives: configs differing only here share one pre-trained encoder.
@@ -137,10 +153,11 @@ class InfluenceEncoder(nn.Module):
             hs.append(spmm(idm, hs[-1]))
         return hs
 
-    def shift(self, idm: torch.Tensor, final_emb: torch.Tensor, hs: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """ΔE = Σ_l H^l − γ E_w^L, with E_w^0 = Ē ⊙ W_η propagated L times over Â_Δ."""
+    def shift(self, idm: torch.Tensor, final_emb: torch.Tensor, hs: list[torch.Tensor] | None = None,
+              scale: float = 1.0) -> torch.Tensor:
+        """ΔE = Σ_l H^l − γ E_w^L, with E_w^0 = Ē ⊙ (scale · W_η) propagated L times over Â_Δ."""
         hs = hs if hs is not None else self.propagate(idm)
-        ew = final_emb * self.withdraw
+        ew = final_emb * (self.withdraw if scale == 1.0 else scale * self.withdraw)
         for _ in range(self.layers):
             ew = spmm(idm, ew)
         h0 = hs[0]
@@ -155,6 +172,6 @@ class InfluenceEncoder(nn.Module):
         return delta
 
     def forward(self, e0: torch.Tensor, final_emb: torch.Tensor, idm: torch.Tensor,
-                hs: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Ẽ₀ = E₀ + MLP(ΔE)."""
-        return e0 + self.transform(self.shift(idm, final_emb, hs))
+                hs: list[torch.Tensor] | None = None, scale: float = 1.0) -> torch.Tensor:
+        """Ẽ₀ = E₀ + MLP(ΔE), the withdraw rates multiplied by `scale`."""
+        return e0 + self.transform(self.shift(idm, final_emb, hs, scale))

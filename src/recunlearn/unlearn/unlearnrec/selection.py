@@ -1,10 +1,13 @@
 """Choices made in preparation from training and validation data only: how strong the withdraw term starts
-(the initial W_η), and which pre-training epoch's encoder to keep.
+(the initial W_η), which pre-training epoch's encoder to keep, and (with `withdraw_scaling: request`) the factor
+on W_η for requests of other sizes and shapes.
 
-Both look at a held-out simulated request, drawn with its own seed: never the request being evaluated, never
+Each looks at a held-out simulated request, drawn with its own seed: never the request being evaluated, never
 the test split. The reference is what a retrained model does with it: a random training edge it no longer
 sees is, to that model, a held-out real interaction, so it ranks the request edges against validation edges
-at chance: AUC 0.5 (above is under-forgetting, below is over-forgetting). Both choices use this AUC."""
+at chance: AUC 0.5 (above is under-forgetting, below is over-forgetting). A request of whole users' histories
+has its own reference (`ErasedUsersProbe`): a model that never saw those users ranks their held-out items at
+chance."""
 from __future__ import annotations
 
 import copy
@@ -22,8 +25,8 @@ from ...models.base import Recommender
 from .encoder import InfluenceEncoder
 from .training import EncoderInputs, Episode, simulated_request
 
-# Seeds of the held-out requests, apart from the pre-training stream (seed, 0).
-SELECTION_STREAM, CALIBRATION_STREAM = 1, 2
+# Seeds of the held-out requests, apart from the pre-training stream (seed, 0) and fine-tuning's (seed, 3).
+SELECTION_STREAM, CALIBRATION_STREAM, ERASED_USERS_STREAM, SCALING_STREAM = 1, 2, 4, 100
 
 
 @dataclass
@@ -42,10 +45,19 @@ class Probe:
         return cls(Episode.of(edges, dataset.train.subtract(edges), idm_norm), dataset.valid)
 
     @torch.no_grad()
-    def scorer(self, encoder: InfluenceEncoder, backbone: Recommender, inputs: EncoderInputs) -> EmbeddingScorer:
-        """The zero-shot model of this request."""
-        e0 = encoder(inputs.e0, inputs.final, self.episode.idm)
+    def scorer(self, encoder: InfluenceEncoder, backbone: Recommender, inputs: EncoderInputs,
+               scale: float = 1.0) -> EmbeddingScorer:
+        """The zero-shot model of this request (W_η multiplied by `scale`)."""
+        e0 = encoder(inputs.e0, inputs.final, self.episode.idm, scale=scale)
         return EmbeddingScorer(*backbone.embed(self.episode.graph, e0))
+
+    def valid_recall(self, scorer: EmbeddingScorer) -> float:
+        """Validation Recall@20, the probe's residual edges masked."""
+        return evaluate(scorer, self.valid, self.episode.residual, ks=[20])["Recall@20"]
+
+    def gap(self, scorer: EmbeddingScorer) -> float:
+        """AUC − 0.5 of the request edges against the validation edges (0: like a retrained model)."""
+        return auc(*self.scores(scorer)) - 0.5
 
     def scores(self, scorer: EmbeddingScorer) -> tuple[torch.Tensor, torch.Tensor]:
         """(request-edge scores, validation-edge scores)."""
@@ -56,9 +68,57 @@ class Probe:
         """Validation Recall@20 (residual edges masked) and how the request edges score against validation edges."""
         scorer = self.scorer(encoder, backbone, inputs)
         request, valid = self.scores(scorer)
-        return {"valid_recall": evaluate(scorer, self.valid, self.episode.residual, ks=[20])["Recall@20"],
+        return {"valid_recall": self.valid_recall(scorer),
                 "request_auc": auc(request, valid),
                 "request_mean": request.mean().item(), "valid_mean": valid.mean().item()}
+
+
+@dataclass
+class ErasedUsersProbe(Probe):
+    """A held-out request of whole users' training histories. A model that never saw those users ranks their
+    validation items at chance against items they never touched: the reference for this probe, in place of the
+    request-against-validation comparison, which a retrained model does not put at chance when the users are gone
+    (their request edges then score like any unknown pair, far below other users' validation edges)."""
+
+    held_out: Interactions      # the erased users' validation edges
+    non_edges: Interactions     # never-touched items of the erased users, one per validation edge
+
+    @classmethod
+    def draw(cls, dataset: Dataset, rho: float, seed: int, stream: int, idm_norm: str = "request") -> "ErasedUsersProbe":
+        """`rho` of the users that have validation edges (at least one), with all their training edges."""
+        rng = np.random.default_rng([seed, stream])
+        candidates = np.intersect1d(np.unique(dataset.valid.users), np.unique(dataset.train.users))
+        if len(candidates) == 0:
+            raise ValueError("UnlearnRec's withdraw scaling needs users with both training and validation edges; "
+                             f"{dataset.name} has none")
+        users = rng.choice(candidates, size=max(1, round(rho * len(candidates))), replace=False)
+        edges = dataset.train.select(np.isin(dataset.train.users, users))
+        held_out = dataset.valid.select(np.isin(dataset.valid.users, users))
+        known = dataset.train.union(dataset.valid)   # never the test split: preparation does not read it
+        items = rng.integers(dataset.n_items, size=len(held_out))
+        for _ in range(100):   # redraw the pairs that are known; a user who touched every item keeps none
+            clash = known.contains(held_out.users, items)
+            if not clash.any():
+                break
+            items[clash] = rng.integers(dataset.n_items, size=int(clash.sum()))
+        keep = ~known.contains(held_out.users, items)
+        non_edges = Interactions.from_arrays(held_out.users[keep], items[keep], dataset.n_users, dataset.n_items,
+                                             on_duplicate="drop")
+        return cls(Episode.of(edges, dataset.train.subtract(edges), idm_norm), dataset.valid, held_out, non_edges)
+
+    def gap(self, scorer: EmbeddingScorer) -> float:
+        """AUC − 0.5 of the erased users' validation edges against their never-touched items."""
+        held_out, non_edges = (scorer.score_pairs(torch.from_numpy(e.users), torch.from_numpy(e.items))
+                               for e in (self.held_out, self.non_edges))
+        return auc(held_out, non_edges) - 0.5
+
+
+def scale_gap(probe: Probe, encoder: InfluenceEncoder, backbone: Recommender,
+              inputs: EncoderInputs) -> Callable[[float], float]:
+    """gap(s): the probe's own gap (`Probe.gap`) for its zero-shot model with W_η multiplied by s."""
+    def gap(scale: float) -> float:
+        return probe.gap(probe.scorer(encoder, backbone, inputs, scale))
+    return gap
 
 
 def auc(positive: torch.Tensor, negative: torch.Tensor) -> float:

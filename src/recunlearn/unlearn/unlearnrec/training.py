@@ -110,14 +110,15 @@ def pretrain_epoch(encoder: InfluenceEncoder, backbone: Recommender, inputs: Enc
 
 
 def finetune(encoder: InfluenceEncoder, backbone: Recommender, inputs: EncoderInputs, episode: Episode,
-             cfg: IEConfig, seed: int | list[int]) -> torch.Tensor:
+             cfg: IEConfig, seed: int | list[int], scale: float = 1.0) -> torch.Tensor:
     """Ẽ₀ after fine-tuning a fresh copy of E₀ and of the MLP on the request (H⁰, W_η, γ and the backbone
-    frozen); the shared encoder is left untouched, so every later request starts from the pre-trained one.
+    frozen, W_η multiplied by `scale`); the shared encoder is left untouched, so every later request starts from
+    the pre-trained one.
 
     With H⁰, W_η and γ frozen the shift ΔE is a constant: it is computed once."""
     rng = np.random.default_rng(seed)
     with torch.no_grad():
-        delta = encoder.shift(episode.idm, inputs.final)
+        delta = encoder.shift(episode.idm, inputs.final, scale=scale)
     e0 = nn.Parameter(inputs.e0.detach().clone())
     mlp = copy.deepcopy(encoder.mlp).requires_grad_(True)
     optimizer = torch.optim.Adam([e0, *mlp.parameters()], lr=cfg.finetune_lr)

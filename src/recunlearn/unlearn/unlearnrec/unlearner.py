@@ -16,10 +16,12 @@ from ...models.base import Recommender
 from ..base import UnlearnResult, Unlearner
 from . import io
 from .encoder import REQUEST_TIME_FIELDS, IEConfig, InfluenceEncoder
-from .selection import CALIBRATION_STREAM, SELECTION_STREAM, CheckpointKeeper, Probe, calibrate, withdraw_gap
+from .selection import CALIBRATION_STREAM, ERASED_USERS_STREAM, SCALING_STREAM, SELECTION_STREAM, \
+    CheckpointKeeper, ErasedUsersProbe, Probe, calibrate, scale_gap, withdraw_gap
 from .training import EncoderInputs, Episode, finetune, pretrain_epoch, simulated_request
 
 PRETRAINING_STREAM, FINETUNING_STREAM = 0, 3
+MIN_SCALE = 1e-3   # a factor found at 0 (no withdraw at all) enters the log-log interpolation as this
 
 
 class UnlearnRec(Unlearner):
@@ -33,6 +35,7 @@ class UnlearnRec(Unlearner):
     encoder: InfluenceEncoder      # shared by every request, never changed after `prepare`
     inputs: EncoderInputs          # what the next request's encoder pass starts from
     backbone: Recommender          # a frozen copy of the original, attached to whichever graph a loop needs
+    scaling: dict | None = None    # the factors on W_η that `withdraw_scaling: request` found in preparation
 
     # --- preparation -------------------------------------------------------------------------------
     def _prepare(self, model: Recommender, dataset: Dataset) -> None:
@@ -45,6 +48,7 @@ class UnlearnRec(Unlearner):
             torch.manual_seed(self.config.seed)
             self.calibration = self._calibrate(dataset)
             self.pretraining = self._pretrain(dataset)
+            self.scaling = self._calibrate_scaling(dataset) if self.config.withdraw_scaling == "request" else None
         self.encoder.requires_grad_(False)
         self.backbone.attach(model.graph)
 
@@ -91,6 +95,48 @@ class UnlearnRec(Unlearner):
             self.encoder.withdraw.fill_(result["withdraw_init"])
         return result
 
+    def _calibrate_scaling(self, dataset: Dataset) -> dict:
+        """Factors on the pre-trained W_η, each found on a held-out probe as the calibration finds W_η's start:
+        random probes of several sizes (request edges against validation edges at chance) and a probe of whole
+        users' histories (those users' validation items at chance against items they never touched). A factor
+        that costs more than `select_recall_tolerance` of the probe's validation Recall@20 against factor 1 is
+        not taken (1 is kept): a withdraw that strong damages what the model should keep."""
+        cfg = self.config
+        doublings = int(np.floor(np.log2(cfg.scaling_max))) + 1   # tries 1, 2, 4, ... up to scaling_max
+
+        def search(probe: Probe) -> dict:
+            found = calibrate(scale_gap(probe, self.encoder, self.backbone, self.inputs), 1.0,
+                              max_doublings=doublings, rel_tol=1e-2)
+            scale = min(found["withdraw_init"], cfg.scaling_max)
+            if not found["reached"]:   # no factor reaches chance: no evidence for another factor than 1
+                return {"scale": 1.0, "found": scale, "reached": False, "gap": found["gap"], "recall_kept": None,
+                        "edges": len(probe.episode.edges)}
+            recall = {s: probe.valid_recall(probe.scorer(self.encoder, self.backbone, self.inputs, s))
+                      for s in (1.0, scale)}
+            kept = recall[scale] >= (1 - cfg.select_recall_tolerance) * recall[1.0]
+            return {"scale": scale if kept else 1.0, "found": scale, "reached": True, "gap": found["gap"],
+                    "recall_kept": kept, "edges": len(probe.episode.edges)}
+
+        random = [{"rho": cfg.probe_rho * multiple, **search(Probe.draw(dataset, cfg.probe_rho * multiple, cfg.seed,
+                                                                         SCALING_STREAM + k, cfg.idm_norm))}
+                  for k, multiple in enumerate(sorted(cfg.scaling_probe_sizes))]
+        erased = search(ErasedUsersProbe.draw(dataset, cfg.probe_rho, cfg.seed, ERASED_USERS_STREAM, cfg.idm_norm))
+        return {"random": random, "erased_users": erased, "train_edges": len(dataset.train)}
+
+    def withdraw_scale(self, edges: Interactions, residual: Interactions) -> float:
+        """The factor on W_η for a request of `edges` that leaves `residual` (1 without `withdraw_scaling`):
+        the random probes' factor interpolated at the request's size (log-log, held at the ends), and the erased
+        users' factor, mixed by the share of the request's edges whose user keeps no training edge."""
+        if self.scaling is None or len(edges) == 0:
+            return 1.0
+        sizes = self.scaling["random"]
+        log_rho = np.log([s["rho"] for s in sizes])
+        log_scale = np.log([max(s["scale"], MIN_SCALE) for s in sizes])
+        random = np.interp(np.log(len(edges) / self.scaling["train_edges"]), log_rho, log_scale)
+        erased = np.bincount(residual.users, minlength=residual.n_users)[edges.users] == 0
+        share = erased.mean()
+        return float(np.exp((1 - share) * random + share * np.log(max(self.scaling["erased_users"]["scale"], MIN_SCALE))))
+
     # --- requests ----------------------------------------------------------------------------------
     def _unlearn(self, edges: Interactions, residual: Dataset) -> UnlearnResult:
         """Zero-shot: one encoder pass over the request's IDM, read out over the residual graph; then the
@@ -101,15 +147,16 @@ class UnlearnRec(Unlearner):
         start = time.perf_counter()
         encoded = self.inputs.pending.union(edges) if cfg.sequential == "cumulative" else edges
         episode = Episode.of(encoded, residual.train, cfg.idm_norm)
+        scale = self.withdraw_scale(encoded, residual.train)
         with torch.no_grad():
-            e0 = self.encoder(self.inputs.e0, self.inputs.final, episode.idm)
+            e0 = self.encoder(self.inputs.e0, self.inputs.final, episode.idm, scale=scale)
         seconds = {"zero_shot": time.perf_counter() - start}
         if cfg.finetune_epochs > 0:
             start = time.perf_counter()
             seed = [cfg.seed, FINETUNING_STREAM, int(encoded.hash, 16)]
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
-                e0 = finetune(self.encoder, self.backbone, self.inputs, episode, cfg, seed)
+                e0 = finetune(self.encoder, self.backbone, self.inputs, episode, cfg, seed, scale)
             seconds["finetune"] = time.perf_counter() - start
         model = self._model_with(e0, episode)
         if cfg.sequential == "cumulative" and cfg.finetune_epochs == 0:
@@ -118,7 +165,7 @@ class UnlearnRec(Unlearner):
             self.inputs = EncoderInputs(e0, torch.cat(model.final_embeddings()),
                                         Interactions.empty(residual.n_users, residual.n_items))
         result = self._result(model, residual, edges, model, request_edges=len(edges), encoded_edges=len(encoded),
-                              residual_edges=len(residual.train))
+                              residual_edges=len(residual.train), withdraw_scale=scale)
         result.seconds.update(seconds)
         return result
 
@@ -132,7 +179,7 @@ class UnlearnRec(Unlearner):
     # --- persistence -------------------------------------------------------------------------------
     def _save_extra(self, path: Path) -> None:
         meta = {"layers": self.encoder.layers, "model_fingerprint": io.fingerprint(self.original.embedding.weight),
-                "pretraining": self.pretraining, "calibration": self.calibration}
+                "pretraining": self.pretraining, "calibration": self.calibration, "scaling": self.scaling}
         io.save_encoder(path, self.encoder, self.inputs, meta)
 
     def _load_extra(self, path: Path, model: Recommender, dataset: Dataset) -> None:
@@ -145,6 +192,7 @@ class UnlearnRec(Unlearner):
         self.encoder.requires_grad_(False)
         self.inputs = io.load_inputs(path, dataset.n_users, dataset.n_items)
         self.pretraining, self.calibration = meta["pretraining"], meta["calibration"]
+        self.scaling = meta.get("scaling")
 
 
 def _attach_full_graph(model: Recommender, dataset: Dataset) -> None:

@@ -1,0 +1,115 @@
+"""How far UnlearnRec's zero-shot forgetting can be moved by the strength of its withdraw term, per request size
+and shape, on tuning requests that no report evaluates (seeds 991 and 993 by default).
+
+    .venv/bin/python benchmarks/probe_withdraw_scale.py --dataset ml-100k --layers 3 1 --out results.jsonl
+
+For each seed: the original (trained with that seed, the tuning suite's settings), one prepared encoder per IE
+depth (`layers`), and for each request an independent retrain (seed + 1). Each request is then forgotten zero-shot
+with the encoder's withdraw rates W_η multiplied by each `--scales` factor (1 is the calibrated encoder as
+prepared), and measured against the retrain: Recall@20 × Retrain (test), the audit's MIA AUC gap, forget rank
+and over-forgetting. Two statistics that need no retrain are printed beside them, to see whether either could
+choose the factor at request time: the AUC of the request edges against the validation edges (what
+preparation calibrates to 0.5), and the AUC of the request users' validation edges against random non-edges of
+the same users (a model that never saw a user ranks that user's held-out items at chance). The retrain's row
+(`scale` null) gives their values for a model that never saw the request.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recunlearn.bench.suite import load_suite
+from recunlearn.data.interactions import Dataset, Interactions
+from recunlearn.data.requests import GENERATORS, parse_spec
+from recunlearn.eval.forgetting import audit
+from recunlearn.eval.ranking import evaluate
+from recunlearn.train.cache import train_cached
+from recunlearn.train.inputs import load_data
+from recunlearn.unlearn.unlearnrec import UnlearnRec
+from recunlearn.unlearn.unlearnrec.selection import auc
+
+REQUESTS = ["random:0.002", "random:0.01", "random:0.05", "user:0.01"]
+
+
+def pair_scores(scorer, pairs: Interactions) -> torch.Tensor:
+    return scorer.score_pairs(torch.from_numpy(pairs.users), torch.from_numpy(pairs.items))
+
+
+def same_user_non_edges(data: Dataset, users: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items): one random item per entry of `users` that the user has in no split."""
+    known = {(int(u), int(i)) for part in (data.train, data.valid, data.test) for u, i in zip(part.users, part.items)}
+    items = rng.integers(data.n_items, size=len(users))
+    for k, user in enumerate(users):
+        while (int(user), int(items[k])) in known:
+            items[k] = rng.integers(data.n_items)
+    return users.astype(np.int64), items.astype(np.int64)
+
+
+def statistics(scorer, data: Dataset, request: Interactions, residual: Dataset, retrain, rng_seed: int) -> dict:
+    """Utility and forgetting against `retrain`, and the two retrain-free statistics."""
+    mask = residual.train.union(data.valid)
+    recall = evaluate(scorer, data.test, mask, ks=[20])["Recall@20"]
+    result = audit(scorer, request, residual.train, data.test, retrain=retrain, valid=data.valid, max_users=2000)
+    touched = np.isin(data.valid.users, np.unique(request.users))
+    held_out = data.valid.select(touched)
+    non_edge_users, non_edge_items = same_user_non_edges(data, held_out.users, np.random.default_rng(rng_seed))
+    non_edges = scorer.score_pairs(torch.from_numpy(non_edge_users), torch.from_numpy(non_edge_items))
+    return {"Recall@20": recall, "mia_auc": result["mia_auc"], "mia_auc_gap": result["mia_auc_gap"],
+            "forget_rank_pct": result["forget_rank_pct"], "over_forgetting": result["over_forgetting"],
+            "auc_request_vs_valid": auc(pair_scores(scorer, request), pair_scores(scorer, data.valid)),
+            "auc_users_valid_vs_nonedge": auc(pair_scores(scorer, held_out), non_edges)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[991, 993], help="tuning seeds")
+    parser.add_argument("--layers", type=int, nargs="+", default=[3, 1], help="IE depths (IEConfig.layers)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.71, 1.0, 1.41, 2.0, 2.83, 4.0])
+    parser.add_argument("--requests", nargs="+", default=REQUESTS)
+    parser.add_argument("--out", type=Path, required=True, help="JSON lines, one per (seed, layers, request, scale)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    suite = load_suite(Path(__file__).parent / "suites" / "tuning-idm-norm.yaml")
+    for seed in args.seeds:
+        run = suite.run_config("ml-100k", "lightgcn", seed)
+        run = run.model_copy(update={"data": run.data.model_copy(update={"name": args.dataset})})
+        data = load_data(run.data)
+        original, _, _ = train_cached(run, data, progress=False)
+        retrain_run = run.model_copy(update={"train": run.train.model_copy(update={"seed": seed + 1})})
+        requests = []
+        for spec in args.requests:
+            kind, params = parse_spec(spec)
+            request = GENERATORS[kind](data, seed=seed, **params)
+            residual = request.withdraw(data.with_train(data.train.subtract(request.edges)))
+            retrain, _, _ = train_cached(retrain_run, residual, progress=False)
+            requests.append((spec, request, residual, retrain))
+        for layers in args.layers:
+            unlearner = UnlearnRec({"layers": layers}, progress=False).prepare(original, data)
+            prepared_state, withdraw = unlearner.state, unlearner.encoder.withdraw.detach().clone()
+            prepared_inputs = unlearner.inputs
+            for spec, request, residual, retrain in requests:
+                rows = [(None, retrain)]
+                for scale in args.scales:
+                    with torch.no_grad():
+                        unlearner.encoder.withdraw.copy_(withdraw * scale)
+                    unlearner.state, unlearner.inputs = prepared_state, prepared_inputs
+                    rows.append((scale, unlearner.unlearn(request).scorer))
+                for scale, scorer in rows:
+                    row = {"dataset": args.dataset, "seed": seed, "layers": layers, "request": spec, "scale": scale,
+                           "calibrated_withdraw": unlearner.calibration["withdraw_init"],
+                           **statistics(scorer, data, request.edges, residual, retrain, seed)}
+                    with args.out.open("a") as out:
+                        out.write(json.dumps(row) + "\n")
+                    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+                          flush=True)
+            with torch.no_grad():
+                unlearner.encoder.withdraw.copy_(withdraw)
+
+
+if __name__ == "__main__":
+    main()
