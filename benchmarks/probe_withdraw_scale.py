@@ -25,7 +25,7 @@ import torch
 from recunlearn.bench.suite import load_suite
 from recunlearn.data.interactions import Dataset, Interactions
 from recunlearn.data.requests import GENERATORS, parse_spec
-from recunlearn.eval.forgetting import audit
+from recunlearn.eval.forgetting import audit, same_user_non_edges
 from recunlearn.eval.ranking import evaluate
 from recunlearn.train.cache import train_cached
 from recunlearn.train.inputs import load_data
@@ -39,16 +39,6 @@ def pair_scores(scorer, pairs: Interactions) -> torch.Tensor:
     return scorer.score_pairs(torch.from_numpy(pairs.users), torch.from_numpy(pairs.items))
 
 
-def same_user_non_edges(data: Dataset, users: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(users, items): one random item per entry of `users` that the user has in no split."""
-    known = {(int(u), int(i)) for part in (data.train, data.valid, data.test) for u, i in zip(part.users, part.items)}
-    items = rng.integers(data.n_items, size=len(users))
-    for k, user in enumerate(users):
-        while (int(user), int(items[k])) in known:
-            items[k] = rng.integers(data.n_items)
-    return users.astype(np.int64), items.astype(np.int64)
-
-
 def statistics(scorer, data: Dataset, request: Interactions, residual: Dataset, retrain, rng_seed: int) -> dict:
     """Utility and forgetting against `retrain`, and the two retrain-free statistics."""
     mask = residual.train.union(data.valid)
@@ -56,12 +46,12 @@ def statistics(scorer, data: Dataset, request: Interactions, residual: Dataset, 
     result = audit(scorer, request, residual.train, data.test, retrain=retrain, valid=data.valid, max_users=2000)
     touched = np.isin(data.valid.users, np.unique(request.users))
     held_out = data.valid.select(touched)
-    non_edge_users, non_edge_items = same_user_non_edges(data, held_out.users, np.random.default_rng(rng_seed))
-    non_edges = scorer.score_pairs(torch.from_numpy(non_edge_users), torch.from_numpy(non_edge_items))
+    non_edges = same_user_non_edges(held_out.users, [data.train, data.valid, data.test], data.n_items,
+                                    np.random.default_rng(rng_seed))
     return {"Recall@20": recall, "mia_auc": result["mia_auc"], "mia_auc_gap": result["mia_auc_gap"],
             "forget_rank_pct": result["forget_rank_pct"], "over_forgetting": result["over_forgetting"],
             "auc_request_vs_valid": auc(pair_scores(scorer, request), pair_scores(scorer, data.valid)),
-            "auc_users_valid_vs_nonedge": auc(pair_scores(scorer, held_out), non_edges)}
+            "auc_users_valid_vs_nonedge": auc(pair_scores(scorer, held_out), pair_scores(scorer, non_edges))}
 
 
 def main() -> None:

@@ -102,7 +102,7 @@ def draw_audit_sample(forget: Interactions, residual_train: Interactions, test: 
         forget = forget.select(np.isin(forget.users, users))
     residual = residual_train.select(np.sort(_sample_indices(np.arange(len(residual_train)), len(forget), rng)))
     known = [s for s in (residual_train, forget, test, valid) if s is not None]
-    non_edges = _same_user_non_edges(forget.users, known, forget.n_items, rng)
+    non_edges = same_user_non_edges(forget.users, known, forget.n_items, rng)
     return AuditSample(users, forget, _non_members(test, forget, rng), residual, non_edges)
 
 
@@ -334,8 +334,8 @@ def _sample_indices(indices: np.ndarray, n: int, rng: np.random.Generator) -> np
     return rng.choice(indices, min(n, len(indices)), replace=False) if n > 0 else indices[:0]
 
 
-def _same_user_non_edges(users: np.ndarray, known: list[Interactions], n_items: int,
-                         rng: np.random.Generator, tries: int = 20) -> Interactions:
+def same_user_non_edges(users: np.ndarray, known: list[Interactions], n_items: int,
+                        rng: np.random.Generator, tries: int = 20) -> Interactions:
     """One random item per given user, redrawn while the pair is known; pairs still known (a user who
     has nearly every item) and repeated pairs are dropped."""
     items = rng.integers(n_items, size=len(users))

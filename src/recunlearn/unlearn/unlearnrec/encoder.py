@@ -157,7 +157,7 @@ class InfluenceEncoder(nn.Module):
               scale: float = 1.0) -> torch.Tensor:
         """ΔE = Σ_l H^l − γ E_w^L, with E_w^0 = Ē ⊙ (scale · W_η) propagated L times over Â_Δ."""
         hs = hs if hs is not None else self.propagate(idm)
-        ew = final_emb * (self.withdraw if scale == 1.0 else scale * self.withdraw)
+        ew = final_emb * (scale * self.withdraw)
         for _ in range(self.layers):
             ew = spmm(idm, ew)
         h0 = hs[0]

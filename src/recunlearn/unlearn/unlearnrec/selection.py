@@ -19,6 +19,7 @@ import torch
 from scipy.stats import rankdata
 
 from ...data.interactions import Dataset, Interactions
+from ...eval.forgetting import same_user_non_edges
 from ...eval.ranking import evaluate
 from ...eval.scorer import EmbeddingScorer
 from ...models.base import Recommender
@@ -94,16 +95,8 @@ class ErasedUsersProbe(Probe):
         users = rng.choice(candidates, size=max(1, round(rho * len(candidates))), replace=False)
         edges = dataset.train.select(np.isin(dataset.train.users, users))
         held_out = dataset.valid.select(np.isin(dataset.valid.users, users))
-        known = dataset.train.union(dataset.valid)   # never the test split: preparation does not read it
-        items = rng.integers(dataset.n_items, size=len(held_out))
-        for _ in range(100):   # redraw the pairs that are known; a user who touched every item keeps none
-            clash = known.contains(held_out.users, items)
-            if not clash.any():
-                break
-            items[clash] = rng.integers(dataset.n_items, size=int(clash.sum()))
-        keep = ~known.contains(held_out.users, items)
-        non_edges = Interactions.from_arrays(held_out.users[keep], items[keep], dataset.n_users, dataset.n_items,
-                                             on_duplicate="drop")
+        # never the test split: preparation does not read it
+        non_edges = same_user_non_edges(held_out.users, [dataset.train, dataset.valid], dataset.n_items, rng)
         return cls(Episode.of(edges, dataset.train.subtract(edges), idm_norm), dataset.valid, held_out, non_edges)
 
     def gap(self, scorer: EmbeddingScorer) -> float:
