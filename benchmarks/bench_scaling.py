@@ -42,7 +42,7 @@ from recunlearn.models.registry import build_model
 from recunlearn.train.config import RunConfig
 from recunlearn.train.distributed import Ranks
 from recunlearn.train.launch import run_on_ranks
-from recunlearn.train.trainer import Trainer, optimizer_for, seed_everything
+from recunlearn.train.trainer import Trainer, optimizer_for, seed_everything, training_device
 from recunlearn.train.version import code_version
 from row_split import RowBlockPropagation, split_step
 from synthetic import as_dataset, power_law_interactions
@@ -78,6 +78,10 @@ def scaling_rank(run: RunConfig, folder: str, steps: int, warmup_steps: int, rea
     began = time.perf_counter()
     model.attach(build_graph(dataset.train))
     graph_seconds = time.perf_counter() - began
+    device = training_device(cfg.device)
+    if device.type == "cuda":
+        model.move_to(device)
+        torch.cuda.reset_peak_memory_stats(device)
     if ranks is not None:
         ranks.require_same(f"{dataset.hash}/{run.model_dump_json()}", "data or run configs")
         ranks.sync_parameters(model)
@@ -108,6 +112,7 @@ def scaling_rank(run: RunConfig, folder: str, steps: int, warmup_steps: int, rea
         raise ValueError(f"the loss diverged: {losses}")
 
     memory = (start_rss, peak_rss_mib())
+    gpu_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     per_rank = [memory]
     if ranks is not None:
         per_rank = [None] * ranks.world_size
@@ -117,18 +122,20 @@ def scaling_rank(run: RunConfig, folder: str, steps: int, warmup_steps: int, rea
             "sec_per_step": sum(step_seconds) / len(losses), "step_seconds": [round(s, 4) for s in step_seconds],
             "last_loss": round(losses[-1], 5),
             "start_rss_mib_per_rank": [round(s, 1) for s, _ in per_rank],
-            "peak_rss_mib_per_rank": [round(p, 1) for _, p in per_rank]}
+            "peak_rss_mib_per_rank": [round(p, 1) for _, p in per_rank],
+            "peak_gpu_mib_rank0": None if gpu_peak is None else round(gpu_peak, 1)}
 
 
 def measure(args, folder: str, n_edges: int, nproc: int, readout: str) -> dict:
     run = RunConfig.model_validate({"model": {"name": "lightgcn", "dim": args.dim, "layers": args.layers},
                                     "train": {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                                              "threads": args.threads, "nproc": nproc}})
+                                              "threads": args.threads, "nproc": nproc,
+                                              "device": args.device}})
     load = load_average()
     began = time.perf_counter()
     # one process too runs in a fresh child, so that its memory compares with a rank's
     found = run_on_ranks(scaling_rank, nproc, run, folder, args.steps, args.warmup_steps, readout,
-                         threads=args.threads)
+                         threads=args.threads, device=args.device)
     steps_per_epoch = math.ceil(n_edges / args.batch_size)
     found.update(ranks=nproc, readout=readout, steps_per_epoch=steps_per_epoch,
                  sec_per_step=round(found["sec_per_step"], 4),
@@ -160,6 +167,7 @@ def generate(n_edges: int, seed: int, folder: Path) -> dict:
 
 COLUMNS = ("edges", "users", "items", "ranks", "readout", "s/step", "sampling s/epoch", "steps/epoch",
            "projected s/epoch", "graph build s", "generation s", "RSS at start MiB", "peak RSS MiB per rank",
+           "peak GPU MiB (rank 0)",
            "load before/after")
 
 
@@ -175,6 +183,7 @@ def table(rows: list[dict]) -> str:
                  f"{r['graph_build_seconds']:.2f}", f"{r['generation_seconds']:.2f}",
                  " / ".join(f"{m:,.0f}" for m in r["start_rss_mib_per_rank"]),
                  " / ".join(f"{m:,.0f}" for m in r["peak_rss_mib_per_rank"]),
+                 "" if r.get("peak_gpu_mib_rank0") is None else f"{r['peak_gpu_mib_rank0']:,.0f}",
                  f"{r['load_before']} / {r['load_after']}")
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     machines = sorted({r["machine"] for r in rows})
@@ -205,6 +214,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--seed", type=int, default=0, help="seeds the graph and the training")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: the model, graph and steps on the GPU "
+                        "(sampling stays on the CPU, as in the trainer; NCCL between ranks, one GPU each)")
     parser.add_argument("--out", default="benchmarks/results/scaling.jsonl")
     parser.add_argument("--report", action="store_true", help="print the table of --out and stop")
     args = parser.parse_args()
@@ -220,7 +231,7 @@ def main() -> None:
             parser.error(f"{n_edges} edges make {math.ceil(n_edges / args.batch_size)} batches of "
                          f"{args.batch_size}, fewer than --steps + --warmup-steps")
     torch.set_num_threads(args.threads)
-    print("machine:", machine_line(), flush=True)
+    print("machine:", machine_line(args.device), flush=True)
 
     rows = []
     for n_edges in args.edges:
@@ -230,7 +241,7 @@ def main() -> None:
                 found = measure(args, tmp, n_edges, nproc, readout)
                 row = {"bench": "scaling", "edges": n_edges, **found, **graph, "batch_size": args.batch_size,
                        "dim": args.dim, "layers": args.layers, "threads": args.threads, "seed": args.seed,
-                       "args": vars(args), "machine": machine_line(), "torch": torch.__version__,
+                       "args": vars(args), "machine": machine_line(args.device), "torch": torch.__version__,
                        "code_version": code_version(),
                        "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
                 with open(args.out, "a") as fh:   # one line per measurement, so a later failure keeps it

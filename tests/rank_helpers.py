@@ -44,3 +44,8 @@ def split_steps(run, dataset, steps: int) -> dict:
     for _, (users, pos, neg) in zip(range(steps), batches):
         split_step(ranks, propagation, model, optimizer, users, pos, neg)
     return model.state_dict()
+
+
+def backend_and_device() -> tuple[str, int]:
+    """The process group's backend and this rank's current CUDA device."""
+    return dist.get_backend(), torch.cuda.current_device()

@@ -130,9 +130,13 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
                                                "sqlite:///service-state/ledger.sqlite3): filter the data through "
                                                "its suppression list, in every split, now and at every later load"),
           nproc: Optional[int] = typer.Option(None, "--nproc", help="data-parallel processes on this machine "
-                                              "(torch.distributed ranks, gloo on CPU), each computing a slice of "
-                                              "every batch; under torchrun its ranks decide [default: 1, the "
-                                              "plain loop, or the config file's train.nproc]"),
+                                              "(torch.distributed ranks, gloo on CPU, NCCL on GPUs), each computing "
+                                              "a slice of every batch; under torchrun its ranks decide [default: 1, "
+                                              "the plain loop, or the config file's train.nproc]"),
+          device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N: where the epochs and "
+                                               "validation run (with --nproc N on cuda, one GPU per rank); the "
+                                               "checkpoint loads on any machine [default: cpu, or the config "
+                                               "file's train.device]"),
           quiet: bool = typer.Option(False, help="no progress bars")):
     """Train a backbone with early stopping on validation Recall@20 and write a checkpoint.
 
@@ -152,6 +156,7 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
     if nproc is not None and nproc < 1:
         fail(f"--nproc {nproc}: the number of processes must be at least 1")
     explicit += [f"train.nproc={nproc}"] if nproc is not None else []
+    explicit += [f"train.device={json.dumps(device)}"] if device is not None else []
     run = load_config(RunConfig, config, [*explicit, *set_])
     from .train.launch import torchrun_ranks
     run, ranks = torchrun_ranks(run)   # ranks: torchrun started this process as one of several

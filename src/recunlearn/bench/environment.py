@@ -20,14 +20,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def machine_identity() -> str:
-    """The machine line without the date: two timings are comparable only when this is identical."""
+def machine_identity(device: str = "cpu") -> str:
+    """The machine line without the date: two timings are comparable only when this is identical. `device`: where
+    the timed work ran (a GPU is named by its model)."""
+    where = torch.device(device)
+    named = "cpu" if where.type == "cpu" else f"{where.type} {torch.cuda.get_device_name(where)}"
     return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"device cpu, Python {platform.python_version()}, recunlearn {__version__}")
+            f"device {named}, Python {platform.python_version()}, recunlearn {__version__}")
 
 
-def machine_line() -> str:
-    return f"{machine_identity()}, {date.today().isoformat()}"
+def machine_line(device: str = "cpu") -> str:
+    return f"{machine_identity(device)}, {date.today().isoformat()}"
 
 
 def load_average() -> float:

@@ -5,7 +5,7 @@ all-zero row (its inverse square-root degree is set to 0, never inf).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -30,6 +30,10 @@ class Graph:
     @property
     def nnz(self) -> int:
         return int(self.adj.values().numel())
+
+    def to(self, device: torch.device | str) -> "Graph":
+        """The same graph with its adjacency on `device` (a GPU for training); the edges stay in host memory."""
+        return self if self.adj.device == torch.device(device) else replace(self, adj=self.adj.to(device))
 
 
 def edge_norm(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,

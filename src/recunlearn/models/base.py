@@ -49,6 +49,15 @@ class Recommender(nn.Module):
         self._cache = None
         return self
 
+    def move_to(self, device: torch.device | str) -> "Recommender":
+        """Parameters, buffers and the attached graph on `device`: the trainer fits on a GPU this way and brings
+        the fitted model back to the CPU."""
+        self.to(device)
+        if self.graph is not None:
+            self.attach(self.graph.to(device))
+        self._cache = None
+        return self
+
     def readout(self, e0: torch.Tensor, graph: Graph | None) -> torch.Tensor:
         """Final node embeddings from 0-layer embeddings [N, d]. Overridden by graph backbones."""
         return e0
@@ -72,7 +81,7 @@ class Recommender(nn.Module):
         """Draw the 0-layer rows of `nodes` (users, then items offset by n_users) afresh from the initial
         distribution: what a model trained without any of their interactions holds for them."""
         fresh = torch.randn(len(nodes), self.config.dim, generator=generator) * self.config.init_std
-        self.embedding.weight[nodes] = fresh.to(self.embedding.weight.dtype)
+        self.embedding.weight[nodes] = fresh.to(self.embedding.weight)
         self._cache = None
 
     def clone(self) -> "Recommender":
@@ -153,4 +162,4 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     """InfoNCE with cosine similarity: row k of `a` should match row k of `b` among all rows of `b`."""
     a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     logits = a @ b.T / temperature
-    return F.cross_entropy(logits, torch.arange(a.shape[0]))
+    return F.cross_entropy(logits, torch.arange(a.shape[0], device=logits.device))

@@ -39,13 +39,15 @@ class SGL(LightGCN):
         self.views = tuple(self._dropped_view(generator) for _ in range(2))
 
     def _dropped_view(self, generator: torch.Generator) -> Graph:
-        coo = self.graph.adj.to_sparse_coo().indices()
+        # the views are drawn on the CPU with the trainer's generator, whichever device the model trains on
+        coo = self.graph.adj.to_sparse_coo().indices().cpu()
         rows, cols = coo[0], coo[1]
         user_side = rows < self.n_users   # each undirected edge once: (user, item) half
         users, items = rows[user_side], cols[user_side] - self.n_users
         keep = torch.rand(users.numel(), generator=generator) >= self.config.drop_ratio
         adj = normalized_adjacency(users[keep].numpy(), items[keep].numpy(), self.n_users, self.n_items)
-        return Graph(adj, self.n_users, self.n_items, self.graph.source_hash, self.graph.edges)
+        return Graph(adj.to(self.graph.adj.device), self.n_users, self.n_items, self.graph.source_hash,
+                     self.graph.edges)
 
     def extra_loss(self, batch, graph: Graph | None, e0: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.views is None:

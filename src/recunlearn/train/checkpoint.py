@@ -88,7 +88,7 @@ def _withdrawal_keys(model: Recommender) -> list[str]:
 def _weights_to_write(model: Recommender, derived: bool) -> dict:
     """The state dict; for a checkpoint derived by erasure, without the withdrawn masks: which items they name
     is in the root's erasure record, and loading rebuilds them from it."""
-    state = model.state_dict()
+    state = {key: tensor.cpu() for key, tensor in model.state_dict().items()}   # loadable without a GPU
     if derived:
         for key in _withdrawal_keys(model):
             state.pop(key, None)
@@ -289,7 +289,7 @@ def load_tensors(path: str | Path, stem: str) -> dict | None:
 def _torch_load(file: Path):
     """Plain tensors only (weights_only): damaged or code-carrying files give one clear error."""
     try:
-        return torch.load(file, weights_only=True)
+        return torch.load(file, weights_only=True, map_location="cpu")   # a GPU-trained state too
     except pickle.UnpicklingError:
         raise CheckpointError(f"{file}: refused to load: it holds more than plain tensors (it could run code "
                               "when loaded); only files written by recunlearn are accepted") from None

@@ -1,9 +1,10 @@
 """Training and run configuration."""
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..config import StrictConfig
 from ..eval.ranking import METRICS
@@ -17,6 +18,9 @@ from ..models.vbpr import VBPRConfig
 # Backbones whose training loss is a mean of per-triple terms (BPR, L2 on the triple's rows, content BPR): the
 # loss of a slice of a batch, weighted by the slice's share, sums to the batch's, which data parallelism needs.
 PER_TRIPLE_LOSS_MODELS = frozenset({"mf", "lightgcn", "freedom", "vbpr"})
+# Backbones whose whole state moves to a GPU with `Recommender.move_to` (the multi-modal ones also hold item
+# graphs and feature tables outside their parameters).
+GPU_MODELS = frozenset({"mf", "lightgcn", "sgl", "simgcl"})
 
 AnyModelConfig = Annotated[Union[MFConfig, LightGCNConfig, SGLConfig, SimGCLConfig, FreedomConfig, VBPRConfig],
                            Field(discriminator="name")]
@@ -39,9 +43,20 @@ class TrainConfig(StrictConfig):
     threads: int | None = Field(None, ge=1, description="torch threads (default: torch's own choice; with "
                                 "nproc > 1, torch's choice shared out between the processes)")
     deterministic: bool = False
-    nproc: int = Field(1, ge=1, description="data-parallel processes (torch.distributed ranks, gloo on CPU): "
+    device: str = Field("cpu", description="where the epochs and validation passes run: cpu, or cuda / cuda:N (an NVIDIA "
+                        "GPU); the fitted model comes back on the CPU, where unlearning and serving run")
+    nproc: int = Field(1, ge=1, description="data-parallel processes (torch.distributed ranks: gloo on CPU, NCCL "
+                       "on CUDA, one GPU per rank): "
                        "each takes a slice of every batch and gradients are averaged, so a step is the "
                        "one-process step up to float summation order; 1 = the plain loop")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+            raise ValueError(f"train.device={value!r} is not a device this trainer runs on: write cpu, cuda (the "
+                             "first GPU) or cuda:N (GPU number N)")
+        return value
 
     @model_validator(mode="after")
     def _every_rank_has_a_slice(self) -> "TrainConfig":
@@ -106,6 +121,17 @@ class RunConfig(StrictConfig):
                              "another), so a slice's loss is not its share of the batch's; train "
                              f"{self.model.name} with one process (train.nproc=1), or data-parallel one of "
                              f"{', '.join(sorted(PER_TRIPLE_LOSS_MODELS))}")
+        return self
+
+    @model_validator(mode="after")
+    def _device_holds_the_model(self) -> "RunConfig":
+        if self.train.device != "cpu" and self.model.name not in GPU_MODELS:
+            raise ValueError(f"train.device={self.train.device}: {self.model.name} trains on the CPU only (its item "
+                             f"graphs and features stay in host memory); set train.device=cpu, or train one of "
+                             f"{', '.join(sorted(GPU_MODELS))} on the GPU")
+        if self.train.device.startswith("cuda:") and self.train.nproc > 1:
+            raise ValueError(f"train.device={self.train.device} with train.nproc={self.train.nproc}: data-parallel "
+                             "ranks take one GPU each, rank r GPU r; write train.device=cuda")
         return self
 
     @model_validator(mode="after")

@@ -22,8 +22,7 @@ import torch.distributed as dist
 
 
 def backend_for(device: torch.device | str) -> str:
-    """gloo for CPU tensors, NCCL for CUDA ones (NCCL reduces tensors in GPU memory only). The trainer keeps
-    its tensors on the CPU today, so its ranks use gloo."""
+    """gloo for CPU tensors, NCCL for CUDA ones (NCCL reduces tensors in GPU memory only)."""
     return "nccl" if torch.device(device).type == "cuda" else "gloo"
 
 
@@ -67,15 +66,17 @@ class Ranks:
         share = (stop - start) / len(users)
         optimizer.zero_grad(set_to_none=True)
         local_loss = 0.0
+        device = model.embedding.weight.device     # NCCL reduces on the GPU, gloo on the CPU
         if stop > start:
-            batch = tuple(torch.from_numpy(a[start:stop]) for a in (users, pos, neg))
+            batch = tuple(torch.from_numpy(a[start:stop]).to(device) for a in (users, pos, neg))
             loss, _ = model.loss(batch)
             (loss * share).backward()
             local_loss = loss.item() * share
         params = [p for p in model.parameters() if p.requires_grad]
         # Which parameters got a gradient on any rank: Adam leaves a parameter without one untouched, so a
         # rank with an empty slice must not turn "no gradient" into a zero gradient of its own.
-        header = torch.tensor([local_loss] + [float(p.grad is not None) for p in params], dtype=torch.float64)
+        header = torch.tensor([local_loss] + [float(p.grad is not None) for p in params], dtype=torch.float64,
+                              device=device)
         dist.all_reduce(header)
         for param, present in zip(params, header[1:].tolist()):
             if present:

@@ -26,16 +26,19 @@ from .distributed import Ranks, backend_for
 RESULT_FILE, ERROR_FILE = "rank0-result.pickle", "rank{}-error.pickle"
 
 
-def run_on_ranks(fn: Callable, nproc: int, *args, threads: int | None = None) -> Any:
-    """`fn(*args)` on `nproc` local processes that form a gloo process group (ranks 0..nproc-1); returns rank
-    0's return value. `fn`, `args` and the value must pickle (`fn` a module-level function). Each process
-    runs `threads` torch threads (default: this process's count shared out, at least one)."""
+def run_on_ranks(fn: Callable, nproc: int, *args, threads: int | None = None, device: str = "cpu") -> Any:
+    """`fn(*args)` on `nproc` local processes that form a process group (ranks 0..nproc-1); returns rank 0's
+    return value. `fn`, `args` and the value must pickle (`fn` a module-level function). Each process runs
+    `threads` torch threads (default: this process's count shared out, at least one). `device="cuda"`: rank r
+    works on GPU r and the group reduces with NCCL; else with gloo."""
     if nproc < 1:
         raise ValueError(f"{nproc} processes: the number of processes must be at least 1")
+    if torch.device(device).type == "cuda":
+        require_gpus(nproc)
     threads = threads or max(1, torch.get_num_threads() // nproc)
     with tempfile.TemporaryDirectory(prefix="recunlearn-ranks-") as tmp:
         try:
-            mp.spawn(_rank_main, args=(nproc, tmp, threads, fn, args), nprocs=nproc, join=True)
+            mp.spawn(_rank_main, args=(nproc, tmp, threads, fn, args, device), nprocs=nproc, join=True)
         except mp.ProcessRaisedException as err:
             raise _rank_error(Path(tmp), err.error_index) from None
         except mp.ProcessExitedException as err:
@@ -45,9 +48,19 @@ def run_on_ranks(fn: Callable, nproc: int, *args, threads: int | None = None) ->
         return pickle.loads((Path(tmp) / RESULT_FILE).read_bytes())
 
 
-def _rank_main(rank: int, nproc: int, tmp: str, threads: int, fn: Callable, args: tuple) -> None:
+def require_gpus(nproc: int) -> None:
+    """NCCL ranks take one GPU each: refuse more ranks than this machine has GPUs."""
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if nproc > available:
+        raise ValueError(f"{nproc} ranks on CUDA need one GPU each, but torch sees {available} here: lower "
+                         f"train.nproc to {max(available, 1)}, or train on the CPU (train.device=cpu) with gloo ranks")
+
+
+def _rank_main(rank: int, nproc: int, tmp: str, threads: int, fn: Callable, args: tuple, device: str) -> None:
     torch.set_num_threads(threads)
-    dist.init_process_group(backend_for("cpu"), init_method=f"file://{tmp}/rendezvous", rank=rank,
+    if torch.device(device).type == "cuda":
+        torch.cuda.set_device(rank)   # NCCL finds a rank's GPU through the current device
+    dist.init_process_group(backend_for(device), init_method=f"file://{tmp}/rendezvous", rank=rank,
                             world_size=nproc)
     try:
         result = fn(*args)
@@ -85,7 +98,8 @@ def fit_on_ranks(trainer, dataset, model=None, resume: bool = False):
     model_config = trainer.run.model if model is None else model.config
     weights, result = run_on_ranks(_fit_rank, trainer.cfg.nproc, trainer.run, model_config, trainer.progress,
                                    None if trainer.checkpoint_dir is None else str(trainer.checkpoint_dir),
-                                   trainer.validates, dataset, given, resume, threads=trainer.cfg.threads)
+                                   trainer.validates, dataset, given, resume, threads=trainer.cfg.threads,
+                                   device=trainer.cfg.device)
     model = attach_content(model, dataset) if model is not None else \
         build_model(trainer.run.model, dataset.n_users, dataset.n_items, content=dataset)
     model.load_state_dict(weights)
@@ -129,6 +143,9 @@ def torchrun_ranks(run):
     run = run.model_copy(update={"train": run.train.model_copy(update={"nproc": world})})
     type(run).model_validate(run.model_dump())   # the checks of the data-parallel settings, now with the world
     if not dist.is_initialized():
-        dist.init_process_group(backend_for("cpu"), init_method="env://")
+        if torch.device(run.train.device).type == "cuda":
+            require_gpus(world)
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend_for(run.train.device), init_method="env://")
         atexit.register(dist.destroy_process_group)
     return run, Ranks.current()

@@ -45,6 +45,20 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
+def training_device(device: str) -> torch.device:
+    """`train.device` as a torch device, refused with the reason when this machine cannot train there."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device={device}, but torch {torch.__version__} sees no CUDA GPU here (a CPU "
+                             "build, or no driver): train with train.device=cpu, or install a CUDA build of torch "
+                             "on a machine with an NVIDIA GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"train.device={device}, but this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                             f"numbered from 0")
+    return device
+
+
 def optimizer_for(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
     """The training optimiser: Adam, fused (one kernel per parameter tensor instead of one per operation of
     the update; the same update to float rounding)."""
@@ -87,6 +101,9 @@ class Trainer:
         model = attach_content(model, dataset) if model is not None else \
             build_model(self.run.model, dataset.n_users, dataset.n_items, content=dataset)
         model.attach(build_graph(dataset.train))
+        device = training_device(cfg.device)
+        if device.type != "cpu":
+            model.move_to(device)    # built on the CPU first: the same seeded initial weights on every device
         if self.ranks is not None:
             self.ranks.require_same(f"{dataset.hash}/{self.run.model_dump_json()}", "data or run configs")
             self.ranks.sync_parameters(model)
@@ -141,6 +158,8 @@ class Trainer:
             if state["bad"] >= cfg.patience:
                 break
         model.load_state_dict(best_weights)
+        if device.type != "cpu":
+            model.move_to("cpu")
         model.invalidate()
         model.eval()
         result = TrainResult(state["best_epoch"], state["best_metric"], state["epoch"],
@@ -169,7 +188,7 @@ class Trainer:
     @staticmethod
     def _step(model, optimizer, users, pos, neg) -> float:
         """One optimiser step on a batch; returns its mean loss."""
-        batch = tuple(torch.from_numpy(a) for a in (users, pos, neg))
+        batch = tuple(torch.from_numpy(a).to(model.embedding.weight.device) for a in (users, pos, neg))
         loss, _ = model.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -194,6 +213,8 @@ class Trainer:
                                                  state["seconds_to_best"]], dtype=torch.float64)}
         if scheduler is not None:
             trainer_state["scheduler"] = scheduler.state_dict()
+        if model.embedding.weight.is_cuda:   # SimGCL's noise on the GPU
+            trainer_state["cuda_rng"] = torch.cuda.get_rng_state(model.embedding.weight.device)
         save_checkpoint(self.checkpoint_dir, model, self.run, dataset,
                         metrics={"valid": _best_record(state)},
                         extra={"history": state["history"], "rng_state": rng.bit_generator.state},
@@ -206,7 +227,7 @@ class Trainer:
         if saved is None:
             raise FileNotFoundError(f"nothing to resume in {self.checkpoint_dir}: no {TRAINER_STATE}.pt")
         meta = read_meta(self.checkpoint_dir)
-        best_weights = torch.load(self.checkpoint_dir / "weights.pt", weights_only=True)
+        best_weights = torch.load(self.checkpoint_dir / "weights.pt", weights_only=True, map_location="cpu")
         model.load_state_dict(saved["current"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None and "scheduler" in saved:
@@ -214,6 +235,8 @@ class Trainer:
         gen.set_state(saved["gen"])
         if "torch_rng" in saved:   # the global generator: SimGCL's noise, dropout
             torch.set_rng_state(saved["torch_rng"])
+        if "cuda_rng" in saved and model.embedding.weight.is_cuda:
+            torch.cuda.set_rng_state(saved["cuda_rng"], model.embedding.weight.device)
         rng.bit_generator.state = meta["rng_state"]
         epoch, best_epoch, bad = (int(x) for x in saved["scalars"])
         best_metric, seconds, train_seconds, seconds_to_best = (float(x) for x in saved["floats"])
