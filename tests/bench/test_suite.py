@@ -147,3 +147,36 @@ def test_a_dataset_entry_may_be_your_own_file(tmp_path):
     assert run.data.path == str(tmp_path / "mine.csv")
     data = registry_loader("mine", run.data)
     assert data.name == "mine" and data.n_users == 20 and len(data.train) + len(data.valid) + len(data.test) == 160
+
+
+def test_a_method_filter_keeps_each_settings_reference_and_original_and_the_whole_suites_keys():
+    """--method: only the chosen entries run (in the settings and the streams), Suppress is not added back, and
+    the lines resume and report as the whole suite's."""
+    from recunlearn.bench.suite import load_suite, narrowed, unit_key, units
+    from recunlearn.config import ConfigError
+
+    whole = load_suite("benchmarks/suites/standard.yaml")
+    part = narrowed(whole, methods=["unlearnrec (zero-shot)"])
+    planned = units(part)
+    assert {unit.label for unit in planned if unit.role in ("method", "stream") and unit.method.name != "retrain"} \
+        == {"unlearnrec (zero-shot)"}
+    assert {unit.role for unit in planned} == {"reference", "original", "method", "noise_floor", "stream"}
+    assert all(len(stream.methods) == 1 for stream in part.streams)
+    whole_keys = {unit_key(unit, whole, "code") for unit in units(whole)}
+    assert {unit_key(unit, part, "code") for unit in planned} <= whole_keys
+    by_name = narrowed(whole, methods=["suppress"], streams=True)
+    assert [m.title for m in by_name.methods] == ["suppress"]
+    assert [[m.title for m in stream.methods] for stream in by_name.streams] == [["suppress"]]   # streams run it too
+    with pytest.raises(ConfigError, match=r"method scif is not in suite 'standard'.*unlearnrec \(zero-shot\)"):
+        narrowed(whole, methods=["scif"])
+
+
+def test_leaving_the_noise_floor_out_drops_its_retrains_only():
+    from recunlearn.bench.suite import load_suite, unit_key, units
+
+    suite = load_suite("benchmarks/suites/standard.yaml")
+    whole = units(suite)
+    without = units(suite, noise_floor=False)
+    assert [u for u in whole if u.role != "noise_floor"] == without
+    assert len(whole) - len(without) == 4 * 3 * suite.noise_floor.retrains   # 4 (dataset, backbone) x 3 requests
+    assert {unit_key(u, suite, "code") for u in without} < {unit_key(u, suite, "code") for u in whole}

@@ -26,25 +26,32 @@ def run(suite: Path = typer.Argument(..., help="suite file (YAML; see benchmarks
         request: List[str] = typer.Option([], help="run only this request spec (repeatable)"),
         seed: List[int] = typer.Option([], help="run only this seed's units (repeatable); the noise floor "
                                                  "belongs to the suite's first seed"),
+        method: List[str] = typer.Option([], help="run only this method entry, by label or registered name "
+                                                   "(repeatable); each setting still runs its reference and "
+                                                   "original"),
         streams: bool = typer.Option(True, help="also run the suite's streams"),
+        noise_floor: bool = typer.Option(True, help="also run the noise floor's independent retrains (a later "
+                                                    "run adds them)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars nor resolved config; one "
                                                                 "line per unit")) -> None:
     """Run a benchmark suite: every dataset x backbone x request x seed x method, one result line each.
-    --dataset/--backbone/--request/--seed/--no-streams run a part of it; its lines resume and report as the
-    suite's, so two processes may run different seeds of one suite into one results file each."""
+    --dataset/--backbone/--request/--seed/--method/--no-streams/--no-noise-floor run a part of it; its lines
+    resume and report as the suite's, so two processes may run different seeds of one suite into one results
+    file each."""
     from ..config import ConfigError
     from ..data.interactions import DataError
     from .runner import run_suite
     from .suite import check_method_configs, load_suite, narrowed, units
     try:
-        spec = narrowed(load_suite(suite), dataset, backbone, request, streams)
+        spec = narrowed(load_suite(suite), dataset, backbone, request, streams, method)
         check_method_configs(spec)
         units(spec, seed)   # an unknown seed fails now
     except (ConfigError, DataError, FileNotFoundError, ImportError, ValueError) as err:
         _input_error(err)
     out = out or Path(f"{spec.name}.jsonl")
     echo = _quiet_echo if quiet else typer.echo
-    summary = run_suite(spec, out, threads=threads, cache_dir=cache_dir, progress=not quiet, echo=echo, seeds=seed)
+    summary = run_suite(spec, out, threads=threads, cache_dir=cache_dir, progress=not quiet, echo=echo, seeds=seed,
+                        noise_floor=noise_floor)
     typer.echo(f"{summary.ran} units run, {summary.skipped} already done, in {summary.seconds:.0f} s: {out}")
 
 

@@ -59,9 +59,11 @@ class Summary:
 
 class Runner:
     def __init__(self, suite: Suite, out: str | Path, *, load: Loader = registry_loader, cache_dir=None,
-                 progress: bool = True, echo: Callable[[str], None] = print, seeds: Collection[int] = ()):
+                 progress: bool = True, echo: Callable[[str], None] = print, seeds: Collection[int] = (),
+                 noise_floor: bool = True):
         self.suite, self.out, self.load, self.cache_dir = suite, Path(out), load, cache_dir
         self.seeds = tuple(seeds)   # empty: every seed of the suite
+        self.noise_floor = noise_floor
         self.progress, self.echo = progress, echo
         self.code = code_version(RESULT_PACKAGES)
         self._settings: dict[tuple, Setting] = {}
@@ -71,7 +73,7 @@ class Runner:
     # --- the loop ----------------------------------------------------------------------------------
     def run(self) -> Summary:
         check_method_configs(self.suite)
-        todo = units(self.suite, self.seeds)
+        todo = units(self.suite, self.seeds, self.noise_floor)
         done = finished_units(self.out)
         keys = [unit_key(unit, self.suite, self.code) for unit in todo]
         pending = sum(key not in done for key in keys)

@@ -179,9 +179,18 @@ def with_control(methods: list[MethodSpec]) -> list[MethodSpec]:
     return [*methods, MethodSpec(name=CONTROL)]
 
 
-def narrowed(suite: Suite, datasets=(), backbones=(), requests=(), streams: bool = True) -> Suite:
+def narrowed(suite: Suite, datasets=(), backbones=(), requests=(), streams: bool = True, methods=()) -> Suite:
     """A part of `suite` (same name and settings, so its results resume and report as the suite's own):
-    only the given datasets / backbones / requests (each empty: all), with or without the streams."""
+    only the given datasets / backbones / requests (each empty: all), with or without the streams; `methods`
+    (labels or registered names; empty: all) keeps those method entries, in the settings and the streams,
+    while every setting still runs its reference and original."""
+    labels = [m.title for m in suite.methods] + [m.title for stream in suite.streams for m in stream.methods]
+    names = [m.name for m in suite.methods] + [m.name for stream in suite.streams for m in stream.methods]
+    unknown_methods = sorted(set(methods) - set(labels) - set(names))
+    if unknown_methods:
+        raise ConfigError(f"method {', '.join(unknown_methods)} is not in suite {suite.name!r}: give a label or a "
+                          f"name of its methods ({', '.join(dict.fromkeys(labels))})")
+    chosen = (lambda m: not methods or m.title in methods or m.name in methods)
     for given, known, what in ((datasets, [entry.name for entry in suite.datasets], "dataset"),
                                (backbones, [b for _, b in suite.pairs()], "backbone"),
                                (requests, suite.requests, "request")):
@@ -195,9 +204,13 @@ def narrowed(suite: Suite, datasets=(), backbones=(), requests=(), streams: bool
             entries.append(entry.model_copy(update={"backbones": kept}))
     if not entries:
         raise ConfigError(f"no dataset of suite {suite.name!r} has the backbones {', '.join(backbones)}")
+    kept_streams = [stream.model_copy(update={"methods": [m for m in stream.methods if chosen(m)]})
+                    for stream in (suite.streams if streams else [])]
+    # model_copy does not validate again, so Suppress is not added back to a narrowed list of methods
     return suite.model_copy(update={"datasets": entries, "requests": [r for r in suite.requests
                                                                        if not requests or r in requests],
-                                    "streams": suite.streams if streams else []})
+                                    "methods": [m for m in suite.methods if chosen(m)],
+                                    "streams": [stream for stream in kept_streams if stream.methods]})
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -252,10 +265,11 @@ def retrain_spec(seed: int) -> MethodSpec:
     return MethodSpec.model_construct(name=REFERENCE, set={"seed": seed}, label=REFERENCE)
 
 
-def units(suite: Suite, seeds: Collection[int] = ()) -> list[Unit]:
+def units(suite: Suite, seeds: Collection[int] = (), noise_floor: bool = True) -> list[Unit]:
     """Everything a suite runs, in order: the settings (reference, original, methods), the noise-floor
     retrains of each (dataset, backbone, request), then the streams. `seeds` (empty: all) keeps the units of
-    those seeds only; the noise floor belongs to the suite's first seed, whose residual it retrains."""
+    those seeds only; the noise floor belongs to the suite's first seed, whose residual it retrains.
+    `noise_floor=False` leaves its retrains out (a later run adds them: the other units' keys are the same)."""
     unknown = sorted(set(seeds) - set(suite.seeds))
     if unknown:
         raise ConfigError(f"seed {', '.join(map(str, unknown))} is not in suite {suite.name!r} "
@@ -270,7 +284,7 @@ def units(suite: Suite, seeds: Collection[int] = ()) -> list[Unit]:
                 out.append(Unit("original", dataset, backbone, request, seed))
                 out += [Unit("method", dataset, backbone, request, seed, method) for method in suite.methods]
             out += [Unit("noise_floor", dataset, backbone, request, suite.seeds[0], retrain_spec(s), s)
-                    for s in noise_floor_seeds(suite)]
+                    for s in (noise_floor_seeds(suite) if noise_floor else [])]
         for stream in suite.streams:
             for seed in stream.seeds or suite.seeds:
                 methods = [retrain_spec(reference_seed(seed)), *stream.methods]
