@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 from recunlearn.cli import app
-from recunlearn.storage import exclusive
+from recunlearn.storage import exclusive, lock_file
 from recunlearn.train.checkpoint import load_checkpoint, read_meta
 from cli_helpers import assert_input_error, json_leaves, tensors_in
 
@@ -217,22 +218,28 @@ def test_a_second_writer_fails_at_once_naming_the_holder(trained, user_request, 
 
 
 def test_two_real_processes_on_one_checkpoint_one_waits_for_nothing(trained, user_request, work):
-    """Two `unlearn` processes at once on the same checkpoint: exactly one succeeds; the other fails at once
-    with the lock message; the winner's checkpoint is complete."""
-    outs = [work / f"race-{k}" for k in range(2)]
+    """Two `unlearn` processes on the same checkpoint, the second started while the first holds the lock (held
+    there by RECUNLEARN_PAUSE until the second has ended): the second fails at once with the lock message and
+    writes nothing; the first then completes its checkpoint."""
+    first_out, second_out, go = work / "race-first", work / "race-second", work / "race-go"
     command = [sys.executable, "-c", "from recunlearn.cli import app; app()", "unlearn", "--checkpoint",
-               str(trained), "--request", str(user_request[0]), "--quiet"]
-    procs = [subprocess.Popen(command + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for out in outs]
-    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
-    codes = sorted(code for code, _ in results)
-    if codes == [0, 0]:
-        pytest.skip("the two processes did not overlap on this machine")
-    assert codes == [0, 2], results
-    loser = next(err for code, err in results if code == 2)
-    assert "is in use by" in loser and "Traceback" not in loser
-    winner = next(out for out, (code, _) in zip(outs, results) if code == 0)
-    load_checkpoint(winner)
+               str(trained), "--request", str(user_request[0]), "--quiet", "--out"]
+    first = subprocess.Popen(command + [str(first_out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "RECUNLEARN_PAUSE": f"locked:unlearn={go}"})
+    lock = lock_file(trained)
+    deadline = time.monotonic() + 300
+    while not (lock.is_file() and lock.read_text().startswith(f"pid {first.pid} ")):
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "the first process never took the lock"
+        time.sleep(0.05)
+    second = subprocess.run(command + [str(second_out)], capture_output=True, text=True, timeout=300)
+    go.touch()
+    first_err = first.communicate(timeout=600)[1]
+    assert second.returncode == 2, second.stderr
+    assert f"is in use by pid {first.pid} (unlearn)" in second.stderr and "Traceback" not in second.stderr
+    assert not second_out.exists()
+    assert first.returncode == 0, first_err
+    load_checkpoint(first_out)
 
 
 # ------------------------------------------------------------------------------------------ damaged files

@@ -8,7 +8,8 @@
   machine, named by a hash of the path, so the folder itself can be replaced while it is locked and nothing
   is created beside it); a second writer fails at once and is told who holds it.
 - `fault_point(name)`: kills the process with SIGKILL when RECUNLEARN_FAULT names this point, so that tests
-  interrupt a real process exactly there.
+  interrupt a real process exactly there; `pause_point(name)` holds it there until a file appears
+  (RECUNLEARN_PAUSE=name=FILE), so that tests start a second process while the first holds a lock.
 """
 from __future__ import annotations
 
@@ -22,10 +23,13 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
 FAULT_VARIABLE = "RECUNLEARN_FAULT"
+PAUSE_VARIABLE = "RECUNLEARN_PAUSE"
+PAUSE_LIMIT_SECONDS = 600.0
 LOCKS_VARIABLE = "RECUNLEARN_LOCKS"     # the lock folder (default: recunlearn-locks in the temporary folder)
 COMPLETE_MARK = ".complete"
 
@@ -40,6 +44,16 @@ def fault_point(name: str) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pause_point(name: str) -> None:
+    """Wait here until FILE exists (at most PAUSE_LIMIT_SECONDS) when RECUNLEARN_PAUSE=name=FILE."""
+    point, _, file = os.environ.get(PAUSE_VARIABLE, "").partition("=")
+    if point != name or not file:
+        return
+    deadline = time.monotonic() + PAUSE_LIMIT_SECONDS
+    while not os.path.exists(file) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -64,14 +78,19 @@ def _alive(pid: str) -> bool:
 
 # --- locks -------------------------------------------------------------------------------------------
 
+def lock_file(path: str | Path) -> Path:
+    """The file whose lock stands for `path`'s; it names the last holder ("pid N (action)")."""
+    folder = Path(os.environ.get(LOCKS_VARIABLE) or Path(tempfile.gettempdir()) / "recunlearn-locks")
+    return folder / f"{hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]}.lock"
+
+
 @contextlib.contextmanager
 def exclusive(path: str | Path, action: str = "writing") -> Iterator[None]:
     """Hold an exclusive lock on `path` (file or folder, existing or not) for the duration; fail at once if
     another process holds it. The kernel releases the lock when the holder dies, so no lock goes stale."""
     path = Path(path).resolve()
-    folder = Path(os.environ.get(LOCKS_VARIABLE) or Path(tempfile.gettempdir()) / "recunlearn-locks")
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / f"{hashlib.sha256(str(path).encode()).hexdigest()[:32]}.lock"
+    lock = lock_file(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
@@ -84,6 +103,7 @@ def exclusive(path: str | Path, action: str = "writing") -> Iterator[None]:
                                "this command again") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} ({action})".encode(), 0)
+        pause_point(f"locked:{action}")
         yield
     finally:
         os.close(fd)   # closing releases the lock; the lock file stays, harmless and reused
