@@ -180,3 +180,14 @@ def test_leaving_the_noise_floor_out_drops_its_retrains_only():
     assert [u for u in whole if u.role != "noise_floor"] == without
     assert len(whole) - len(without) == 4 * 3 * suite.noise_floor.retrains   # 4 (dataset, backbone) x 3 requests
     assert {unit_key(u, suite, "code") for u in without} < {unit_key(u, suite, "code") for u in whole}
+
+
+def test_a_suite_that_would_time_the_retrains_on_a_gpu_is_refused(tmp_path):
+    from recunlearn.bench.suite import load_suite
+    from recunlearn.config import ConfigError
+
+    suite = tmp_path / "gpu.yaml"
+    suite.write_text("name: gpu\ndatasets: [ml-100k]\nbackbones: [lightgcn]\nrequests: [random:0.01]\nseeds: [0]\n"
+                     "methods: [finetune]\ntrain: {device: cuda}\n")
+    with pytest.raises(ConfigError, match="train.device=cuda: the harness times every method on the CPU"):
+        load_suite(suite)

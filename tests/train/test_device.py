@@ -118,9 +118,9 @@ def test_an_nccl_rank_takes_the_plain_gpu_steps(data, tmp_path):
         dist.destroy_process_group()
     plain, plain_result = Trainer(run_config(device="cuda"), progress=False, validate=False).fit(data)
     for name, weights in plain.state_dict().items():
-        torch.testing.assert_close(ranked.state_dict()[name], weights, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ranked.state_dict()[name], weights, rtol=1e-4, atol=1e-5)
     assert [r["loss"] for r in ranked_result.history] == pytest.approx([r["loss"] for r in plain_result.history],
-                                                                       rel=1e-6)
+                                                                       rel=1e-5)
 
 
 @requires_cuda

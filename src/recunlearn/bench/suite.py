@@ -141,6 +141,10 @@ class Suite(StrictConfig):
     def _no_seed(cls, train: dict) -> dict:
         if "seed" in train:
             raise ValueError("the training seed comes from `seeds` (and the reference's from the harness)")
+        if train.get("device", "cpu") != "cpu":
+            raise ValueError(f"train.device={train['device']}: the harness times every method on the CPU, where "
+                             "the unlearners run; retrains on a GPU would not compare with them (evaluation.md, "
+                             "equal timing). Remove train.device from the suite")
         return train
 
     @field_validator("methods")
