@@ -52,8 +52,8 @@ def batch_spy(monkeypatch):
         seen = []
         real = sampling.bpr_epoch
 
-        def spy(train, rng, batch_size):
-            for users, pos, neg in real(train, rng, batch_size):
+        def spy(train, rng, batch_size, **options):
+            for users, pos, neg in real(train, rng, batch_size, **options):
                 seen.append((users.copy(), pos.copy()))
                 yield users, pos, neg
 

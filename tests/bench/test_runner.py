@@ -180,6 +180,33 @@ def test_resume_skips_finished_units_and_redoes_the_rest(suite, results, bench_c
     assert sorted(row["unit"] for row in final) == sorted(row["unit"] for row in rows)
 
 
+def test_the_one_off_imports_are_paid_before_the_first_timed_unit(suite, results, bench_cache, tmp_path, monkeypatch):
+    """The first optimiser a process builds imports torch's compiler package; the harness builds one before any
+    unit, so whichever method runs first does not carry it (and a suite with nothing left to run skips it)."""
+    from recunlearn.bench import runner
+
+    events = []
+    monkeypatch.setattr(runner, "warm_up", lambda: events.append("warm-up"))
+    real_run_unit = Runner.run_unit
+    monkeypatch.setattr(Runner, "run_unit", lambda self, unit, key: events.append("unit") or real_run_unit(self, unit, key))
+    path, _, _, _ = results
+    copy = tmp_path / "warm.jsonl"
+    copy.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")   # the last unit left to run
+    Runner(suite, copy, load=tiny_loader, cache_dir=bench_cache, progress=False, echo=lambda _: None).run()
+    assert events == ["warm-up", "unit"]
+    events.clear()
+    Runner(suite, copy, load=tiny_loader, cache_dir=bench_cache, progress=False, echo=lambda _: None).run()
+    assert events == []
+
+
+def test_warm_up_imports_what_the_first_optimiser_imports():
+    import subprocess
+    import sys
+    check = ("import sys; from recunlearn.bench.measure import warm_up; "
+             "assert 'torch._dynamo' not in sys.modules; warm_up(); assert 'torch._dynamo' in sys.modules")
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+
 def test_a_changed_setting_is_a_new_unit(suite, results, bench_cache, tmp_path):
     """A unit is skipped only when its configuration is the same: other audit settings rerun everything."""
     path, summary, _, _ = results

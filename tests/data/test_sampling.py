@@ -86,3 +86,23 @@ def test_negatives_are_the_plain_rejection_sampler_draw_for_draw(train):
     users = train.users[np.random.default_rng(3).permutation(len(train))]
     np.testing.assert_array_equal(sample_negatives(train, users, np.random.default_rng(7)),
                                   every_round_rechecks_all(users, np.random.default_rng(7)))
+
+
+def test_part_of_an_epoch_is_the_passs_first_edges_and_draws_only_their_negatives(train, monkeypatch):
+    """`edges=k`: the same shuffled order's first k edges, in batches, with negatives drawn for those k alone
+    (a quarter-epoch fine-tuning no longer pays the whole pass's negatives)."""
+    from recunlearn.data import sampling
+
+    whole = list(bpr_epoch(train, np.random.default_rng(5), 1000))
+    drawn_for = []
+    real = sampling.sample_negatives
+    monkeypatch.setattr(sampling, "sample_negatives",
+                        lambda data, users, rng: drawn_for.append(len(users)) or real(data, users, rng))
+    part = list(sampling.bpr_epoch(train, np.random.default_rng(5), 1000, edges=2500))
+    assert drawn_for == [2500]
+    assert [len(users) for users, _, _ in part] == [1000, 1000, 500]
+    users, pos, neg = (np.concatenate(a) for a in zip(*part))
+    full_users, full_pos, _ = (np.concatenate(a) for a in zip(*whole))
+    np.testing.assert_array_equal(users, full_users[:2500])
+    np.testing.assert_array_equal(pos, full_pos[:2500])
+    assert not train.contains(users, neg).any()

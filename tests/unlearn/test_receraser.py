@@ -68,9 +68,9 @@ def epochs_drawn(monkeypatch):
     drawn = []
     real = sampling.bpr_epoch
 
-    def spy(train, rng, batch_size):
+    def spy(train, rng, batch_size, **options):
         drawn.append(train)
-        return real(train, rng, batch_size)
+        return real(train, rng, batch_size, **options)
 
     monkeypatch.setattr(sampling, "bpr_epoch", spy)
     return drawn

@@ -29,6 +29,13 @@ FORGETTING = ("mia_auc", "mia_auc_gap", "mia_learned_auc", "over_forgetting", "f
               "sym_kl_vs_retrain", "diff_auc", "MI-BF", "MI-NG")
 
 
+def warm_up() -> None:
+    """Pay torch's one-off lazy imports before any unit is timed: the first optimiser a process builds pulls in
+    torch's compiler package (seconds), which a row would otherwise carry, whichever method comes first."""
+    from ..train.trainer import optimizer_for
+    optimizer_for(torch.nn.Linear(1, 1), 1e-3)
+
+
 def first_query(scorer: Scorer) -> None:
     scorer.score_users(torch.zeros(1, dtype=torch.long))
 

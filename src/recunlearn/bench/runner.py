@@ -26,7 +26,7 @@ from ..train.version import TRAINING_PACKAGES, code_version
 from ..unlearn.base import UnlearnResult
 from . import provenance
 from .environment import load_average, machine_line, versions
-from .measure import measure, relative, timed_unlearn
+from .measure import measure, relative, timed_unlearn, warm_up
 from .prepared import Prepared, prepared
 from .results import SCHEMA, append_row, finished_units
 from .setting import Loader, Setting, build_setting, fingerprint, registry_loader, training_key
@@ -79,6 +79,8 @@ class Runner:
         pending = sum(key not in done for key in keys)
         self.echo(f"suite {self.suite.name}: {len(todo)} units, {len(todo) - pending} already in {self.out}\n"
                   f"machine: {machine_line()}\ncode version: {self.code}\n{dump_suite(self.suite)}")
+        if pending:
+            warm_up()
         start, ran = time.perf_counter(), 0
         for number, (unit, key) in enumerate(zip(todo, keys), 1):
             if key in done:

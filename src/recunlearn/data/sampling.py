@@ -24,9 +24,12 @@ def sample_negatives(train: Interactions, users: np.ndarray, rng: np.random.Gene
     return neg
 
 
-def bpr_epoch(train: Interactions, rng: np.random.Generator, batch_size: int):
-    """Yield (users, pos, neg) int64 arrays covering a shuffled pass over the training edges."""
+def bpr_epoch(train: Interactions, rng: np.random.Generator, batch_size: int, edges: int | None = None):
+    """Yield (users, pos, neg) int64 arrays covering a shuffled pass over the training edges; `edges`: only
+    the pass's first `edges` (part of an epoch), whose negatives alone are drawn."""
     order = rng.permutation(len(train))
+    if edges is not None:
+        order = order[:edges]
     users, pos = train.users[order], train.items[order]
     neg = sample_negatives(train, users, rng)
     for start in range(0, len(order), batch_size):

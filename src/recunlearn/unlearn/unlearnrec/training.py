@@ -6,7 +6,6 @@ a request's edges are never fed back as positives."""
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -59,8 +58,8 @@ def simulated_request(train: Interactions, rho: float, rng: np.random.Generator)
 
 def _batches(residual: Interactions, rng: np.random.Generator, batch_size: int, fraction: float = 1.0):
     """`fraction` of one shuffled BPR pass over the residual edges, as torch tensors (numpy kept for L_c)."""
-    n_batches = max(1, math.ceil(fraction * len(residual) / batch_size))
-    for users, pos, neg in itertools.islice(sampling.bpr_epoch(residual, rng, batch_size), n_batches):
+    edges = min(len(residual), max(1, math.ceil(fraction * len(residual) / batch_size)) * batch_size)
+    for users, pos, neg in sampling.bpr_epoch(residual, rng, batch_size, edges=edges):
         yield (users, pos), tuple(torch.from_numpy(a) for a in (users, pos, neg))
 
 
