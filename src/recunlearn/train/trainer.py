@@ -94,6 +94,7 @@ class Trainer:
         if cfg.nproc > 1 and self.ranks is None:
             from .launch import fit_on_ranks
             return fit_on_ranks(self, dataset, model, resume)
+        device = training_device(cfg.device)   # a machine without that device fails before any work
         seed_everything(cfg.seed, cfg.deterministic)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -101,7 +102,6 @@ class Trainer:
         model = attach_content(model, dataset) if model is not None else \
             build_model(self.run.model, dataset.n_users, dataset.n_items, content=dataset)
         model.attach(build_graph(dataset.train))
-        device = training_device(cfg.device)
         if device.type != "cpu":
             model.move_to(device)    # built on the CPU first: the same seeded initial weights on every device
         if self.ranks is not None:
