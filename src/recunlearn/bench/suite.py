@@ -188,9 +188,8 @@ def narrowed(suite: Suite, datasets=(), backbones=(), requests=(), streams: bool
     only the given datasets / backbones / requests (each empty: all), with or without the streams; `methods`
     (labels or registered names; empty: all) keeps those method entries, in the settings and the streams,
     while every setting still runs its reference and original."""
-    labels = [m.title for m in suite.methods] + [m.title for stream in suite.streams for m in stream.methods]
-    names = [m.name for m in suite.methods] + [m.name for stream in suite.streams for m in stream.methods]
-    unknown_methods = sorted(set(methods) - set(labels) - set(names))
+    labels = [m.title for m in method_entries(suite)]
+    unknown_methods = sorted(set(methods) - set(labels) - {m.name for m in method_entries(suite)})
     if unknown_methods:
         raise ConfigError(f"method {', '.join(unknown_methods)} is not in suite {suite.name!r}: give a label or a "
                           f"name of its methods ({', '.join(dict.fromkeys(labels))})")
@@ -310,11 +309,15 @@ def unit_key(unit: Unit, suite: Suite, code: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def method_entries(suite: Suite) -> list[MethodSpec]:
+    """Every method entry of the suite: its settings', then its streams'."""
+    return [*suite.methods, *(m for stream in suite.streams for m in stream.methods)]
+
+
 def check_method_configs(suite: Suite) -> None:
     """Build each method's config now, so that a misspelt override fails before hours of training."""
     from ..unlearn.registry import unlearner_class
-    entries = [*suite.methods, *(m for stream in suite.streams for m in stream.methods)]
-    for method in entries:
+    for method in method_entries(suite):
         cls = unlearner_class(method.name)
         try:
             load_config(cls.config_class, None, [], base=method.set)

@@ -254,7 +254,7 @@ def export_checkpoint(path: str | Path, out: str | Path) -> Path:
                                                              "erased_sha256", "erased", "withdrawn_sha256",
                                                              "withdrawn", "removed_sha256", "removed")
                               if key in lineage}
-    state = _load_weights(path)
+    state = load_weights(path)
     with atomic_folder(out, fault_prefix="export") as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(shipped, indent=2))
         torch.save(state, tmp / WEIGHTS_FILE)
@@ -299,7 +299,8 @@ def _torch_load(file: Path):
                               "write the checkpoint again") from None
 
 
-def _load_weights(path: Path) -> dict:
+def load_weights(path: Path) -> dict:
+    """A checkpoint folder's weights (CPU tensors), or one clear error when they are missing or damaged."""
     file = path / WEIGHTS_FILE
     if not file.is_file():
         raise CheckpointError(f"{path}: no {WEIGHTS_FILE}; the checkpoint is incomplete: write it again")
@@ -320,7 +321,7 @@ def load_checkpoint(path: str | Path, dataset: Dataset | None = None) -> tuple[R
     derived = "lineage" in meta
     removed = catalogue_removed(path) if derived else np.empty(0, np.int64)
     model = build_model(run.model, dataset.n_users, dataset.n_items, content=model_content(dataset, removed))
-    weights = _load_weights(path)
+    weights = load_weights(path)
     if derived:   # the withdrawn masks were left out on writing: the ones built from the record stand
         own = model.state_dict()
         weights = {**{key: own[key] for key in _withdrawal_keys(model) if key not in weights}, **weights}

@@ -19,7 +19,7 @@ from ..data.split import require_splits
 from ..eval.ranking import evaluate
 from ..models.base import Recommender
 from ..models.registry import attach_content, build_model
-from .checkpoint import load_tensors, save_checkpoint
+from .checkpoint import load_tensors, load_weights, save_checkpoint
 from .config import RunConfig
 from .distributed import Ranks
 
@@ -227,7 +227,7 @@ class Trainer:
         if saved is None:
             raise FileNotFoundError(f"nothing to resume in {self.checkpoint_dir}: no {TRAINER_STATE}.pt")
         meta = read_meta(self.checkpoint_dir)
-        best_weights = torch.load(self.checkpoint_dir / "weights.pt", weights_only=True, map_location="cpu")
+        best_weights = load_weights(self.checkpoint_dir)
         model.load_state_dict(saved["current"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None and "scheduler" in saved:
