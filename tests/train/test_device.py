@@ -98,7 +98,7 @@ def test_validation_on_cuda_and_a_checkpoint_that_loads_without_a_gpu(data, tmp_
     assert result.best_metric == pytest.approx(cpu_result.best_metric, abs=0.02)
     saved = torch.load(folder / "weights.pt", weights_only=True)   # no map_location: plain CPU tensors
     assert all(tensor.device.type == "cpu" for tensor in saved.values())
-    loaded, run, _, _ = load_checkpoint(folder)
+    loaded, run, _, _ = load_checkpoint(folder, dataset=data)     # generated data: no name to load it by
     assert run.train.device == "cuda"
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor)
