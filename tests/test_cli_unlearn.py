@@ -267,6 +267,31 @@ def test_any_registered_method_unlearns_from_the_command_line(method, clean, ran
     assert meta["train_hash"] == clean[1].train.subtract(Request.load(random_file[0], clean[1]).edges).hash
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_a_model_trained_on_a_gpu_unlearns_on_a_machine_without_one_with_device_cpu(clean, random_file, work):
+    source = work / "gpu-trained"
+    shutil.copytree(clean[0], source, ignore=shutil.ignore_patterns("unlearners"))
+    meta = json.loads((source / "config.json").read_text())
+    meta["run"]["train"]["device"] = "cuda"        # as `train --device cuda` records it
+    (source / "config.json").write_text(json.dumps(meta))
+    out = work / "gpu-trained-retrained"
+    args = ["unlearn", "--checkpoint", source, "--method", "retrain", "--request", random_file[0], "--out", out,
+            "--quiet"]
+    assert_input_error(invoke(*args), "train.device=cuda", "sees no CUDA GPU", "`--device cpu`")
+    assert not out.exists()
+    assert_input_error(invoke(*args, "--device", "gpu"), "train.device='gpu' is not a device")
+    assert not out.exists()
+
+    ok(invoke(*args, "--device", "cpu"))
+    assert read_meta(out)["run"]["train"]["device"] == "cuda"      # the trained model's record is kept
+    on_cpu = work / "cpu-trained-retrained"
+    ok(invoke("unlearn", "--checkpoint", clean[0], "--method", "retrain", "--request", random_file[0],
+              "--out", on_cpu, "--quiet"))
+    retrained, reference = load_checkpoint(out)[0], load_checkpoint(on_cpu)[0]
+    for name, tensor in reference.state_dict().items():             # the same CPU retrain
+        assert torch.equal(retrained.state_dict()[name], tensor)
+
+
 def test_a_method_without_a_model_state_writes_its_serving_state_not_a_checkpoint(clean, random_file, work):
     from recunlearn.train.checkpoint import load_checkpoint
     from recunlearn.unlearn.suppress import SUPPRESSED_SCORE, Suppress

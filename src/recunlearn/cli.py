@@ -334,11 +334,17 @@ def methods():
     print_table(rows, title="unlearning methods")
 
 
+DEVICE_HELP = ("where the method's own training runs (Retrain, Fine-tune, shard sub-models): cpu, cuda or "
+               "cuda:N [default: where the checkpoint was trained]; `--device cpu` unlearns a model trained on a "
+               "GPU on a machine without one")
+
+
 @app.command()
 @guarded
 def prepare(checkpoint: Path = typer.Option(..., help="trained model checkpoint"),
             method: str = typer.Option("unlearnrec", help=METHOD_HELP),
             set_: List[str] = typer.Option([], "--set", help="method setting, e.g. --set epochs=20"),
+            device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
             quiet: bool = typer.Option(False)):
     """One-off preparation before any request (UnlearnRec pre-trains its influence encoder), timed and saved
     in the checkpoint's private working store (CHECKPOINT/unlearners/METHOD/), bound to that model and data."""
@@ -353,7 +359,7 @@ def prepare(checkpoint: Path = typer.Option(..., help="trained model checkpoint"
              "unlearned checkpoint")
     with exclusive(checkpoint, "prepare"):
         model, run, data, _ = load_checkpoint(checkpoint)
-        unlearner = build_unlearner(method, set_, run=run, progress=not quiet)
+        unlearner = build_unlearner(method, set_, run=run, progress=not quiet, device=device)
         console.print_json(json.dumps({"method": method, "config": unlearner.config.model_dump(mode="json")}))
         unlearner.prepare(model, data)
         state = method_state_dir(checkpoint, method, data.hash)
@@ -374,6 +380,7 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint: a train
             set_: List[str] = typer.Option([], "--set", help="request-time setting, e.g. --set finetune_epochs=1"),
             overwrite: bool = typer.Option(False, help="replace --out if it is a checkpoint already"),
             as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of a table"),
+            device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
             quiet: bool = typer.Option(False)):
     """Forget a request with any registered method and write the unlearned model as a new checkpoint.
 
@@ -390,11 +397,11 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint: a train
         fail(f"{request} does not exist: check the path" if not request.exists() else f"{request} is not a file")
     from .unlearn.registry import unlearner_class
     if not unlearner_class(method).has_model:
-        unlearn_serving_state(checkpoint, request, out, method, set_, overwrite, as_json, quiet)
+        unlearn_serving_state(checkpoint, request, out, method, set_, overwrite, as_json, quiet, device)
         return
     digest = hashlib.sha256(request.read_bytes()).hexdigest()
     outcome = apply_request(checkpoint, lambda data: Request.load(request, data), digest, out, method=method,
-                            settings=set_, overwrite=overwrite, progress=not quiet, notes=note)
+                            settings=set_, overwrite=overwrite, progress=not quiet, notes=note, device=device)
     before, after, held_out = outcome.before, outcome.after, outcome.held_out
     record = {"checkpoint": str(out), "from": str(checkpoint), "method": method, "edges": outcome.edges,
               "held_out": held_out, "seconds": outcome.seconds, "request_sha256": digest,
@@ -428,7 +435,7 @@ def unlearn(checkpoint: Path = typer.Option(..., help="model checkpoint: a train
 
 
 def unlearn_serving_state(checkpoint: Path, request: Path, out: Path, method: str, settings: list[str],
-                          overwrite: bool, as_json: bool, quiet: bool) -> None:
+                          overwrite: bool, as_json: bool, quiet: bool, device: str | None = None) -> None:
     """`unlearn` for a method that answers through a scorer only (CRAGRU, SISA, suppress): forget the request
     over the checkpoint's model and write the method's serving state (config, forgotten pairs, its own files)
     to `out`. No checkpoint is written: the checkpoint's parameters are unchanged and still hold the data."""
@@ -443,7 +450,7 @@ def unlearn_serving_state(checkpoint: Path, request: Path, out: Path, method: st
         if req.withdrawn:
             fail(f"{method} answers through a scorer and cannot withdraw item features from a model: apply this "
                  "modality constraint with --method reverse-bpr")
-        unlearner = build_unlearner(method, settings, run=run, progress=not quiet).prepare(model, data)
+        unlearner = build_unlearner(method, settings, run=run, progress=not quiet, device=device).prepare(model, data)
         before = test_metrics(unlearner.state.scorer, data, ks=[20])
         result = unlearner.unlearn(req)
         after = test_metrics(result.scorer, req.apply(result.dataset), ks=[20])
@@ -488,6 +495,9 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
                                                  "other than the original's"),
           json_out: Optional[Path] = typer.Option(None, help="append the report as a JSON line"),
           as_json: bool = typer.Option(False, "--json", help="print the report and verdict as JSON"),
+          device: Optional[str] = typer.Option(None, help="where the reference retrain trains, when it is not "
+                                               "given (--retrain): cpu, cuda or cuda:N [default: where the "
+                                               "original was trained]"),
           quiet: bool = typer.Option(False)):
     """Forgetting report of an unlearned model against a model retrained without the request, each key
     measure beside Retrain's with pass / warn / fail against evaluation.md's thresholds, and a verdict."""
@@ -513,7 +523,8 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
         reference, _, _, _ = load_checkpoint(retrain, data)
     else:
         # an independent retrain (another seed than the original's), trained or taken from the cache
-        reference = Retrain(run=run, progress=not quiet).prepare(orig_model, orig_data).unlearn(req.edges).model
+        reference = Retrain(run=run.on_device(device), progress=not quiet).prepare(orig_model, orig_data) \
+            .unlearn(req.edges).model
     report = run_audit(unlearned, req.edges, data.train, data.test, original=before, retrain=reference,
                        valid=data.valid)
     report.update({f"test_{k}": v for k, v in test_metrics(unlearned, data, ks=[20]).items() if k != "users"})

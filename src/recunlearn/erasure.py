@@ -129,14 +129,16 @@ def forgetting_evidence(scorer, forgotten, residual: Dataset, seed: int) -> dict
 
 def continue_unlearner(method: str, checkpoint: Path, root: Path, data: Dataset, settings: list[str] | dict,
                        run: RunConfig, progress: bool = False, notes: Notes = lambda message: None,
-                       loaded_root: tuple | None = None, loaded: Recommender | None = None) -> Unlearner:
+                       loaded_root: tuple | None = None, loaded: Recommender | None = None,
+                       device: str | None = None) -> Unlearner:
     """The method's state for the model at `checkpoint` (its data `data`), ready for the next request: loaded
     from the root's working store, or built and prepared here for methods without a one-off preparation.
     `loaded_root` is the root's (model, data) and `loaded` the checkpoint's model when the caller has loaded
-    them already."""
+    them already. `device`: where the method's own training runs (None: the run's `train.device`)."""
     from .config import load_config
 
     cls = unlearner_class(method)
+    run = run.on_device(device)
     state = method_state_dir(root, method, data.hash)
     for message in recover(state):   # e.g. a re-`prepare` killed between its two renames
         notes(message)
@@ -163,11 +165,13 @@ def continue_unlearner(method: str, checkpoint: Path, root: Path, data: Dataset,
 def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], request_sha256: str, out: Path, *,
                   method: str = "unlearnrec", settings: list[str] | dict | None = None, overwrite: bool = False,
                   progress: bool = False, notes: Notes = lambda message: None,
-                  test_users: int | None = None) -> ErasureOutcome:
+                  test_users: int | None = None, device: str | None = None) -> ErasureOutcome:
     """Forget the request (read against the checkpoint's data by `load_request`) and write the unlearned
     model to `out`. `request_sha256` identifies the request in the new checkpoint's record (never its pairs).
     `test_users`: measure the test metrics before and after on that many test users (one seeded sample for
-    both) instead of all of them, for a caller that applies many small requests on a large dataset."""
+    both) instead of all of them, for a caller that applies many small requests on a large dataset. `device`:
+    where the method's own training runs, in place of the checkpoint's `train.device` (None: the checkpoint's);
+    the new checkpoint keeps the original run's record."""
     checkpoint, out = Path(checkpoint), Path(out)
     if not unlearner_class(method).has_model:   # (an unknown method fails here too, before any work)
         raise ErasureError(f"{method} answers through a scorer with no model state to write as a checkpoint; "
@@ -184,7 +188,7 @@ def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], 
         root_model, _, root_data, _ = (model, run, data, None) if root == checkpoint else load_checkpoint(root)
         # (a copy of the model: a method may change the model it is given, and the root's weights are hashed below)
         unlearner = continue_unlearner(method, checkpoint, root, data, settings or [], run, progress, notes,
-                                       loaded_root=(root_model, root_data), loaded=model.clone())
+                                       loaded_root=(root_model, root_data), loaded=model.clone(), device=device)
         removed_before = catalogue_removed(checkpoint)
         current = unlearner.state
         scorer = without_removed(current.scorer, removed_before)

@@ -62,6 +62,18 @@ def test_cuda_without_a_gpu_fails_before_any_epoch_and_writes_nothing(data, tmp_
     assert not folder.exists()
 
 
+def test_a_run_moves_to_another_device_validated_like_any_run():
+    run = run_config(device="cuda")
+    assert run.on_device(None) is run and run.on_device("cuda") is run
+    moved = run.on_device("cpu")
+    assert moved.train.device == "cpu" and run.train.device == "cuda"
+    assert moved.model_dump(exclude={"train": {"device"}}) == run.model_dump(exclude={"train": {"device"}})
+    with pytest.raises(ValueError, match="train.device='gpu' is not a device"):
+        run.on_device("gpu")
+    with pytest.raises(ValueError, match="ranks take one GPU each"):
+        run_config(nproc=2).on_device("cuda:1")
+
+
 # --- on a GPU ------------------------------------------------------------------------------------------------
 
 @requires_cuda

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..config import StrictConfig
 from ..eval.ranking import METRICS
@@ -133,6 +133,18 @@ class RunConfig(StrictConfig):
             raise ValueError(f"train.device={self.train.device} with train.nproc={self.train.nproc}: data-parallel "
                              "ranks take one GPU each, rank r GPU r; write train.device=cuda")
         return self
+
+    def on_device(self, device: str | None) -> "RunConfig":
+        """This run with its training moved to `device` (None: unchanged), validated like any run: the device
+        where a method's own training runs (Retrain, Fine-tune, shard sub-models) rather than where the model
+        was trained, so a model trained on a GPU unlearns on a machine without one."""
+        if device is None or device == self.train.device:
+            return self
+        try:
+            return RunConfig.model_validate({**self.model_dump(), "train": {**self.train.model_dump(),
+                                                                            "device": device}})
+        except ValidationError as err:
+            raise ValueError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
     @model_validator(mode="after")
     def _metric_is_computed(self) -> "RunConfig":

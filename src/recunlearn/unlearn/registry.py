@@ -36,9 +36,13 @@ def unlearner_class(name: str) -> type[Unlearner]:
 
 
 def build_unlearner(name: str, overrides: list[str] | dict | None = None, *, run: RunConfig | None = None,
-                    progress: bool = True, cache_dir: str | Path | None = None, config_file=None) -> Unlearner:
-    """A method with its config from defaults < `config_file` < overrides (`key=value` strings or a mapping)."""
+                    progress: bool = True, cache_dir: str | Path | None = None, config_file=None,
+                    device: str | None = None) -> Unlearner:
+    """A method with its config from defaults < `config_file` < overrides (`key=value` strings or a mapping).
+    `device`: where the method's own training runs, in place of the run's `train.device` (None: the run's)."""
     cls = unlearner_class(name)
+    if run is not None:
+        run = run.on_device(device)
     if isinstance(overrides, dict):
         config = load_config(cls.config_class, config_file, [], base=overrides)
     else:
