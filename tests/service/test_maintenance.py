@@ -4,6 +4,8 @@ of the newest version whose weights the next micro-batch continues from), and th
 one now. A small LightGCN on ml-100k keeps it quick; the model cache is private."""
 from __future__ import annotations
 
+import json
+import shutil
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -141,3 +143,30 @@ def test_the_admin_route_asks_the_worker_for_maintenance_now(tmp_path, trained, 
         assert worker.maintain() == 2                     # asked for, not due by the schedule
         assert maintenance.requested(settings.state_dir) == [] and worker.maintain() is None
     worker.ledger.dispose()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_a_model_trained_on_a_gpu_is_maintained_on_the_cpu_with_the_policys_device(tmp_path, trained, data):
+    source = tmp_path / "gpu-trained"
+    shutil.copytree(trained, source)
+    meta = json.loads((source / "config.json").read_text())
+    meta["run"]["train"]["device"] = "cuda"        # as `train --device cuda` records it
+    (source / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="train.device='gpu' is not a device"):
+        Policy(device="gpu")
+    worker, settings = make_worker(tmp_path, source, device="cpu")
+    with worker.started():
+        erase(worker, data, user="7")
+        assert worker.run_once() == 1
+        with worker.ledger.reading() as session:
+            applied = session.get(ModelVersion, 2).path
+        with pytest.raises(ValueError, match="sees no CUDA GPU here.*`--device cpu`"):
+            maintenance.finetune_version(Path(applied), tmp_path / "never", Policy())   # the checkpoint's cuda
+        assert not (tmp_path / "never").exists()
+        assert worker.maintain("finetune") == 3
+    with worker.ledger.reading() as session:
+        tuned = session.get(ModelVersion, 3)
+    assert tuned.kind == "finetune"
+    assert load_checkpoint(tuned.path)[1].train.device == "cuda"   # the trained model's record is kept
+    worker.ledger.dispose()
+

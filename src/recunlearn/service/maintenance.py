@@ -77,7 +77,8 @@ def finetune_version(head: Path, out: Path, policy: Policy) -> None:
     model, run, data, meta = load_checkpoint(head)
     if "lineage" not in meta:
         raise ErasureError(f"{head} is a trained model with no erasure applied since: nothing to fine-tune")
-    tuned_run = run.model_copy(update={"train": run.train.model_copy(update={
+    tuned_run = run.on_device(policy.device)
+    tuned_run = tuned_run.model_copy(update={"train": tuned_run.train.model_copy(update={
         "epochs": policy.finetune_epochs, "lr": policy.finetune_lr or run.train.lr})})
     model, _ = Trainer(tuned_run, progress=False, validate=False).fit(data, model=model)
     model.eval()
@@ -86,7 +87,7 @@ def finetune_version(head: Path, out: Path, policy: Policy) -> None:
     save_checkpoint(out, model, run, data, metrics={"test": test_metrics(model, data, run.eval.ks)}, lineage=lineage)
 
 
-def adopt_weights(version: Path, method: str, method_settings: list[str]) -> bool:
+def adopt_weights(version: Path, method: str, method_settings: list[str], device: str | None = None) -> bool:
     """Move `method`'s working state (in the root's store) to the weights of the published `version` (a
     fine-tune of the model it continued), so that the next micro-batch starts from them. False when the
     method keeps no such state."""
@@ -98,7 +99,7 @@ def adopt_weights(version: Path, method: str, method_settings: list[str]) -> boo
     state = method_state_dir(root, method, data.hash)
     if not (state / "unlearner.json").is_file():
         return False
-    unlearner = continue_unlearner(method, version, root, data, method_settings, run)
+    unlearner = continue_unlearner(method, version, root, data, method_settings, run, device=device)
     current = unlearner.state.model
     if current is None or current is unlearner.original:
         return False
@@ -108,16 +109,17 @@ def adopt_weights(version: Path, method: str, method_settings: list[str]) -> boo
     return True
 
 
-def retrain_version(head: Path, out: Path, ledger_url: str, method: str, method_settings: list[str]) -> int:
-    """Write to `out` the root's run trained on the suppression-filtered data, with `method` prepared on it
-    (its preparation reset); returns the last suppression row applied."""
+def retrain_version(head: Path, out: Path, ledger_url: str, method: str, method_settings: list[str],
+                    device: str | None = None) -> int:
+    """Write to `out` the root's run trained on the suppression-filtered data (on `device`, default the run's),
+    with `method` prepared on it (its preparation reset); returns the last suppression row applied."""
     from ..erasure import method_state_dir
     from ..train.checkpoint import load_checkpoint, load_checkpoint_data, root_of
     from ..train.inputs import load_data, with_ledger
     from ..train.runs import train_and_save
     from ..unlearn.registry import build_unlearner, unlearner_class
 
-    run, listed = with_ledger(load_checkpoint_data(root_of(head))[0], ledger_url)
+    run, listed = with_ledger(load_checkpoint_data(root_of(head))[0].on_device(device), ledger_url)
     train_and_save(run, load_data(run.data), out, progress=False)
     if unlearner_class(method).has_preparation():
         model, _, data, _ = load_checkpoint(out)

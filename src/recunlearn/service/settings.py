@@ -7,10 +7,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from ..config import StrictConfig, load_config
+from ..train.config import TrainConfig
 from .subjects import SubjectResolver
 
 MIB = 1 << 20
@@ -33,6 +34,14 @@ class Policy(StrictConfig):
                                       "this many hours")
     finetune_epochs: int = Field(5, ge=1, description="epochs of the backbone's training in a scheduled fine-tune")
     finetune_lr: Optional[float] = Field(None, gt=0, description="its learning rate (default: the model's own)")
+    device: Optional[str] = Field(None, description="where the service trains (scheduled fine-tunes and retrains, "
+                                  "and the methods that train: Retrain, Fine-tune, shard sub-models): cpu, cuda or "
+                                  "cuda:N; default: where the checkpoint was trained")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: Optional[str]) -> Optional[str]:
+        return value if value is None else TrainConfig(device=value).device
 
     def expected_completion(self, received_at: datetime, queue_ahead: int) -> datetime:
         """When an erasure received now, behind `queue_ahead` erasures still waiting for a model, should be in

@@ -225,7 +225,7 @@ class Worker:
             maintenance.finetune_version(Path(head.path), out, policy)
         else:
             maintenance.retrain_version(Path(head.path), out, self.settings.ledger_url(), method,
-                                        self.settings.method_settings)
+                                        self.settings.method_settings, device=policy.device)
         fault_point(f"worker:before-publish-{kind}")
         digest = folder_sha256(out)      # before the write transaction: hashing holds no lock
         try:
@@ -238,7 +238,7 @@ class Worker:
             return None
         maintenance.done(self.state_dir, asked if kind == "retrain" else [kind])
         if kind == "finetune":
-            maintenance.adopt_weights(out, method, self.settings.method_settings)
+            maintenance.adopt_weights(out, method, self.settings.method_settings, device=policy.device)
             self._prune_states(out)
         return version
 
@@ -280,7 +280,8 @@ class Worker:
             outcome = apply_request(Path(head.path), lambda data: batch_request(data, rows, applied, failed),
                                     batch_sha, out, method=self.settings.policy.method,
                                     settings=self.settings.method_settings, notes=log.warning,
-                                    test_users=self.settings.policy.evidence_test_users)
+                                    test_users=self.settings.policy.evidence_test_users,
+                                    device=self.settings.policy.device)
         except NothingToErase:
             with self.ledger.writing() as session:
                 complete_on_version(session, version=head.version, worker=self.name, applied=applied)

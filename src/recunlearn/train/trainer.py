@@ -52,8 +52,8 @@ def training_device(device: str) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError(f"train.device={device}, but torch {torch.__version__} sees no CUDA GPU here (a CPU "
                              "build, or no driver): train with train.device=cpu (for a model trained on a GPU: "
-                             "`--device cpu` to prepare, unlearn or audit it here), or install a CUDA build of "
-                             "torch on a machine with an NVIDIA GPU")
+                             "`--device cpu` to prepare, unlearn or audit it here, `policy.device: cpu` for the "
+                             "erasure service), or install a CUDA build of torch on a machine with an NVIDIA GPU")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"train.device={device}, but this machine has {torch.cuda.device_count()} CUDA GPU(s), "
                              f"numbered from 0")
