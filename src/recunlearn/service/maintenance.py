@@ -77,8 +77,8 @@ def finetune_version(head: Path, out: Path, policy: Policy) -> None:
     model, run, data, meta = load_checkpoint(head)
     if "lineage" not in meta:
         raise ErasureError(f"{head} is a trained model with no erasure applied since: nothing to fine-tune")
-    tuned_run = run.on_device(policy.device)
-    tuned_run = tuned_run.model_copy(update={"train": tuned_run.train.model_copy(update={
+    train = run.on_device(policy.device).train
+    tuned_run = run.model_copy(update={"train": train.model_copy(update={
         "epochs": policy.finetune_epochs, "lr": policy.finetune_lr or run.train.lr})})
     model, _ = Trainer(tuned_run, progress=False, validate=False).fit(data, model=model)
     model.eval()
