@@ -290,6 +290,10 @@ def test_a_model_trained_on_a_gpu_unlearns_on_a_machine_without_one_with_device_
     retrained, reference = load_checkpoint(out)[0], load_checkpoint(on_cpu)[0]
     for name, tensor in reference.state_dict().items():             # the same CPU retrain
         assert torch.equal(retrained.state_dict()[name], tensor)
+    # auditing a Retrain output against the default reference compares the model with itself: said so
+    audited = ok(invoke("audit", "--checkpoint", on_cpu, "--original", clean[0], "--request", random_file[0],
+                        "--quiet"))
+    assert "are the same model; pass --retrain" in audited.stderr
 
 
 def test_a_method_without_a_model_state_writes_its_serving_state_not_a_checkpoint(clean, random_file, work):

@@ -505,7 +505,7 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
     from .erasure import checkpoint_scorer
     from .eval.forgetting import audit as run_audit, neighbourhood_utility
     from .eval.verdict import judge
-    from .train.checkpoint import load_checkpoint
+    from .train.checkpoint import load_checkpoint, read_meta
     from .train.runs import test_metrics
     from .unlearn.retrain import Retrain
 
@@ -523,6 +523,9 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
         reference, _, _, _ = load_checkpoint(retrain, data)
     else:
         # an independent retrain (another seed than the original's), trained or taken from the cache
+        if read_meta(checkpoint).get("unlearned", {}).get("method") == "retrain":
+            note(f"{checkpoint} was made by Retrain with the seed this reference uses, so the two are the same "
+                 "model; pass --retrain with a retrain of another seed to measure it against an independent one")
         reference = Retrain(run=run.on_device(device), progress=not quiet).prepare(orig_model, orig_data) \
             .unlearn(req.edges).model
     report = run_audit(unlearned, req.edges, data.train, data.test, original=before, retrain=reference,
