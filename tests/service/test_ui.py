@@ -1,12 +1,16 @@
 """`/ui`, the read-only status page: who may see it (bearer header or the sign-in cookie, scope erasure:read),
-what it shows (counts, queue, recent erasures, versions, receipt links) and that it escapes what it shows."""
+what it shows (counts, queue, recent erasures, versions, receipt links, the policy and when maintenance falls
+due) and that it escapes what it shows."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
-from recunlearn.service.ledger import Erasure
+from recunlearn.service.ledger import Erasure, ModelVersion
 from recunlearn.service.publisher import receipt_path, write_json
 from recunlearn.service.receipts import issue, public_key_pem, verify
+from recunlearn.service.versions import ErasedEdges, publish_version
+from recunlearn.service.work_queue import claim_pending
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -76,3 +80,32 @@ def test_the_page_escapes_what_it_shows(client, ledger, writer, reader):
         row.status, row.error = "failed", "<script>alert(1)</script>"
     page = client.get("/ui", headers=reader).text
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_the_page_shows_the_policy_and_when_maintenance_falls_due(client, ledger, writer, reader):
+    def policy_table() -> str:
+        page = client.get("/ui", headers=reader).text
+        return page[page.index('<table id="policy">'):]
+
+    table = policy_table()
+    assert "unlearnrec, micro-batches of up to 64 erasures gathered for 1 s" in table
+    assert "5 epochs after 100 applied erasures or 24 h" in table and "every 168 h" in table
+    assert "where the published model was trained" in table and "next at" not in table   # nothing published
+    erasure_id = client.post("/v1/erasures", json={"user": "1"}, headers=writer).json()["id"]
+    with ledger.writing() as session:
+        publish_version(session, parent=None, kind="initial", path="v1", sha256="1" * 64)
+        initial = session.get(ModelVersion, 1).published_at
+    assert "nothing applied since version 1 (initial)" in policy_table()
+    with ledger.writing() as session:
+        claim_pending(session, "w", limit=1)
+        publish_version(session, parent=1, kind="unlearn", path="v2", sha256="2" * 64, worker="w",
+                        applied={uuid.UUID(erasure_id): ErasedEdges(3, "0" * 64)})
+    table = policy_table()
+    fmt = "%Y-%m-%d %H:%M:%S UTC"
+    assert (f"1 applied since version 1 (initial), due at the latest at "
+            f"{(initial + timedelta(hours=24)).strftime(fmt)}") in table
+    assert f"next at {(initial + timedelta(hours=168)).strftime(fmt)} (version 1 was the last full" in table
+    with ledger.writing() as session:
+        publish_version(session, parent=2, kind="finetune", path="v3", sha256="3" * 64)
+    table = policy_table()
+    assert "nothing applied since version 3 (finetune)" in table and "version 1 was the last full" in table

@@ -14,6 +14,7 @@ asks for one now through a marker file in the state folder, which the folder's o
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Optional
@@ -48,20 +49,46 @@ def done(state_dir: Path, kinds: list[str]) -> None:
         (Path(state_dir) / REQUESTS_DIR / kind).unlink(missing_ok=True)
 
 
-def due(session: Session, policy: Policy, now: datetime) -> Optional[str]:
-    """The maintenance the policy asks for now: "retrain", "finetune" or None."""
+@dataclass(frozen=True)
+class Schedule:
+    """Where the published model stands against the policy: the last full training (initial or retrain), the
+    last refresh (those or a fine-tune), the erasures applied since that refresh, and when each maintenance
+    falls due by time."""
+
+    newest: int
+    trained: int
+    refreshed: int
+    refreshed_kind: str
+    applied_since_refresh: int
+    retrain_at: datetime
+    finetune_at: datetime
+
+
+def schedule(session: Session, policy: Policy) -> Optional[Schedule]:
+    """The published model's `Schedule`; None before any version is published."""
     versions = session.scalars(select(ModelVersion).order_by(ModelVersion.version.desc())).all()
     if not versions:
         return None
     trained = next(v for v in versions if v.kind in ("initial", "retrain"))
-    if now - trained.published_at >= timedelta(hours=policy.retrain_interval_h):
-        return "retrain"
     refreshed = next(v for v in versions if v.kind in ("initial", "retrain", "finetune"))
-    if versions[0].version == refreshed.version:
-        return None                     # nothing applied since the last refresh
     applied = session.scalar(select(func.count()).select_from(Erasure)
                              .where(Erasure.model_version > refreshed.version))
-    if applied >= policy.finetune_every or now - refreshed.published_at >= timedelta(hours=policy.finetune_interval_h):
+    return Schedule(newest=versions[0].version, trained=trained.version, refreshed=refreshed.version,
+                    refreshed_kind=refreshed.kind, applied_since_refresh=int(applied),
+                    retrain_at=trained.published_at + timedelta(hours=policy.retrain_interval_h),
+                    finetune_at=refreshed.published_at + timedelta(hours=policy.finetune_interval_h))
+
+
+def due(session: Session, policy: Policy, now: datetime) -> Optional[str]:
+    """The maintenance the policy asks for now: "retrain", "finetune" or None."""
+    state = schedule(session, policy)
+    if state is None:
+        return None
+    if now >= state.retrain_at:
+        return "retrain"
+    if state.newest == state.refreshed:
+        return None                     # nothing applied since the last refresh
+    if state.applied_since_refresh >= policy.finetune_every or now >= state.finetune_at:
         return "finetune"
     return None
 

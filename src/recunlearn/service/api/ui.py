@@ -1,5 +1,6 @@
 """`/ui`: the read-only status page (server-rendered HTML, no JavaScript): erasures by status, the queue, recent
-erasures with timings and receipt links, and the published model versions.
+erasures with timings and receipt links, the published model versions, and the unlearning policy with when its
+next fine-tune and retrain fall due.
 
 A browser cannot send a bearer header by itself, so the page also takes the token from a cookie that
 `POST /ui/login` sets (HttpOnly, SameSite=Strict, limited to /ui): the cookie opens the page and its receipts,
@@ -18,6 +19,8 @@ from sqlalchemy import func, select
 
 from ..auth import ANONYMOUS, Principal
 from ..ledger import Erasure, ModelVersion, model_version_erasures
+from ..maintenance import Schedule, schedule
+from ..settings import Policy
 from ..work_queue import counts_by_status, queue_depth
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -76,13 +79,32 @@ def status_page(request: Request) -> Response:
                                         .group_by(model_version_erasures.c.version)).all())
         versions = session.scalars(select(ModelVersion).order_by(ModelVersion.version.desc()).limit(RECENT)).all()
         rows = [_erasure_row(e) for e in recent]
+        state = schedule(session, request.app.state.settings.policy)
         version_rows = [{"version": v.version, "kind": v.kind, "method": v.method or "",
                          "published_at": _when(v.published_at), "sha256": v.sha256[:12],
                          "erasures": int(included.get(v.version, 0))} for v in versions]
     return templates.TemplateResponse(request, "status.html", {
         "counts": counts, "queue_depth": depth, "erasures": rows, "versions": version_rows,
         "current": version_rows[0] if version_rows else None, "recent_limit": RECENT,
+        "policy": _policy_rows(request.app.state.settings.policy, state),
         "signed_in": request.cookies.get(COOKIE) is not None})
+
+
+def _policy_rows(policy: Policy, state: Optional[Schedule]) -> list[tuple[str, str]]:
+    """The policy in words, with the published model's place in it (the worker's own rule, `maintenance.due`)."""
+    finetune = (f"{policy.finetune_epochs} epochs after {policy.finetune_every} applied erasures or "
+                f"{policy.finetune_interval_h:g} h")
+    retrain = f"every {policy.retrain_interval_h:g} h, on the data filtered through the suppression list"
+    if state is not None:
+        since = f"since version {state.refreshed} ({state.refreshed_kind})"
+        finetune += (f"; nothing applied {since}" if state.newest == state.refreshed else
+                     f"; {state.applied_since_refresh} applied {since}, due at the latest at "
+                     f"{_when(state.finetune_at)}")
+        retrain += f"; next at {_when(state.retrain_at)} (version {state.trained} was the last full training)"
+    return [("unlearner", f"{policy.method}, micro-batches of up to {policy.batch_size} erasures gathered for "
+                          f"{policy.batch_window_s:g} s"),
+            ("fine-tune", finetune), ("full retrain", retrain),
+            ("training device", policy.device or "where the published model was trained")]
 
 
 def _when(moment) -> str:
