@@ -524,8 +524,10 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
     else:
         # an independent retrain (another seed than the original's), trained or taken from the cache
         if read_meta(checkpoint).get("unlearned", {}).get("method") == "retrain":
-            note(f"{checkpoint} was made by Retrain with the seed this reference uses, so the two are the same "
-                 "model; pass --retrain with a retrain of another seed to measure it against an independent one")
+            # the checkpoint does not record Retrain's settings, so a non-default seed cannot be told apart here
+            note(f"{checkpoint} was made by Retrain: with its default seed (the original's + 1, this reference's "
+                 "rule) the two are the same model; pass --retrain with a retrain of another seed to measure it "
+                 "against an independent one")
         reference = Retrain(run=run.on_device(device), progress=not quiet).prepare(orig_model, orig_data) \
             .unlearn(req.edges).model
     report = run_audit(unlearned, req.edges, data.train, data.test, original=before, retrain=reference,

@@ -71,6 +71,7 @@ def status_page(request: Request) -> Response:
     refused = _allowed(request)
     if refused is not None:
         return refused
+    policy = request.app.state.settings.policy
     with request.app.state.ledger.reading() as session:
         counts = counts_by_status(session)
         depth = queue_depth(session)
@@ -79,14 +80,14 @@ def status_page(request: Request) -> Response:
                                         .group_by(model_version_erasures.c.version)).all())
         versions = session.scalars(select(ModelVersion).order_by(ModelVersion.version.desc()).limit(RECENT)).all()
         rows = [_erasure_row(e) for e in recent]
-        state = schedule(session, request.app.state.settings.policy)
+        state = schedule(session, policy)
         version_rows = [{"version": v.version, "kind": v.kind, "method": v.method or "",
                          "published_at": _when(v.published_at), "sha256": v.sha256[:12],
                          "erasures": int(included.get(v.version, 0))} for v in versions]
     return templates.TemplateResponse(request, "status.html", {
         "counts": counts, "queue_depth": depth, "erasures": rows, "versions": version_rows,
         "current": version_rows[0] if version_rows else None, "recent_limit": RECENT,
-        "policy": _policy_rows(request.app.state.settings.policy, state),
+        "policy": _policy_rows(policy, state),
         "signed_in": request.cookies.get(COOKIE) is not None})
 
 
