@@ -109,3 +109,19 @@ def test_the_page_shows_the_policy_and_when_maintenance_falls_due(client, ledger
         publish_version(session, parent=2, kind="finetune", path="v3", sha256="3" * 64)
     table = policy_table()
     assert "nothing applied since version 3 (finetune)" in table and "version 1 was the last full" in table
+    # Once the count is reached the fine-tune is due now, whatever its time says; a retrain past its time
+    # replaces it. The page follows the worker's rule (`Schedule.due`).
+    settings = client.app.state.settings
+    with ledger.writing() as session:
+        publish_version(session, parent=3, kind="unlearn", path="v4", sha256="4" * 64)
+        session.get(Erasure, uuid.UUID(erasure_id)).model_version = 4
+    client.app.state.settings = settings.model_copy(
+        update={"policy": settings.policy.model_copy(update={"finetune_every": 1})})
+    table = policy_table()
+    assert "1 applied since version 3 (finetune): due now, the worker runs it at its next turn" in table
+    assert "due at the latest" not in table and "next at" in table
+    client.app.state.settings = settings.model_copy(
+        update={"policy": settings.policy.model_copy(update={"retrain_interval_h": 1e-9})})
+    table = policy_table()
+    assert "1 applied since version 3 (finetune), and the retrain due now replaces it" in table
+    assert "full retrain" in table and "due now, the worker runs it at its next turn (version 1" in table

@@ -63,6 +63,16 @@ class Schedule:
     retrain_at: datetime
     finetune_at: datetime
 
+    def due(self, policy: Policy, now: datetime) -> Optional[str]:
+        """The maintenance the policy asks for at `now`: "retrain", "finetune" or None."""
+        if now >= self.retrain_at:
+            return "retrain"
+        if self.newest == self.refreshed:
+            return None                     # nothing applied since the last refresh
+        if self.applied_since_refresh >= policy.finetune_every or now >= self.finetune_at:
+            return "finetune"
+        return None
+
 
 def schedule(session: Session, policy: Policy) -> Optional[Schedule]:
     """The published model's `Schedule`; None before any version is published."""
@@ -82,15 +92,7 @@ def schedule(session: Session, policy: Policy) -> Optional[Schedule]:
 def due(session: Session, policy: Policy, now: datetime) -> Optional[str]:
     """The maintenance the policy asks for now: "retrain", "finetune" or None."""
     state = schedule(session, policy)
-    if state is None:
-        return None
-    if now >= state.retrain_at:
-        return "retrain"
-    if state.newest == state.refreshed:
-        return None                     # nothing applied since the last refresh
-    if state.applied_since_refresh >= policy.finetune_every or now >= state.finetune_at:
-        return "finetune"
-    return None
+    return None if state is None else state.due(policy, now)
 
 
 def finetune_version(head: Path, out: Path, policy: Policy) -> None:

@@ -8,6 +8,7 @@ never the JSON API. The page needs the scope `erasure:read`."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 from urllib.parse import parse_qs
@@ -18,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
 from ..auth import ANONYMOUS, Principal
-from ..ledger import Erasure, ModelVersion, model_version_erasures
+from ..ledger import Erasure, ModelVersion, model_version_erasures, utcnow
 from ..maintenance import Schedule, schedule
 from ..settings import Policy
 from ..work_queue import counts_by_status, queue_depth
@@ -87,21 +88,30 @@ def status_page(request: Request) -> Response:
     return templates.TemplateResponse(request, "status.html", {
         "counts": counts, "queue_depth": depth, "erasures": rows, "versions": version_rows,
         "current": version_rows[0] if version_rows else None, "recent_limit": RECENT,
-        "policy": _policy_rows(policy, state),
+        "policy": _policy_rows(policy, state, utcnow()),
         "signed_in": request.cookies.get(COOKIE) is not None})
 
 
-def _policy_rows(policy: Policy, state: Optional[Schedule]) -> list[tuple[str, str]]:
+def _policy_rows(policy: Policy, state: Optional[Schedule], now: datetime) -> list[tuple[str, str]]:
     """The policy in words, with the published model's place in it (the worker's own rule, `maintenance.due`)."""
     finetune = (f"{policy.finetune_epochs} epochs after {policy.finetune_every} applied erasures or "
                 f"{policy.finetune_interval_h:g} h")
     retrain = f"every {policy.retrain_interval_h:g} h, on the data filtered through the suppression list"
     if state is not None:
+        due = state.due(policy, now)
         since = f"since version {state.refreshed} ({state.refreshed_kind})"
-        finetune += (f"; nothing applied {since}" if state.newest == state.refreshed else
-                     f"; {state.applied_since_refresh} applied {since}, due at the latest at "
-                     f"{_when(state.finetune_at)}")
-        retrain += f"; next at {_when(state.retrain_at)} (version {state.trained} was the last full training)"
+        if state.newest == state.refreshed:
+            finetune += f"; nothing applied {since}"
+        elif due == "retrain":
+            finetune += f"; {state.applied_since_refresh} applied {since}, and the retrain due now replaces it"
+        elif due == "finetune":
+            finetune += f"; {state.applied_since_refresh} applied {since}: due now, the worker runs it at its next turn"
+        else:
+            finetune += (f"; {state.applied_since_refresh} applied {since}, due at the latest at "
+                         f"{_when(state.finetune_at)}")
+        when = ("due now, the worker runs it at its next turn" if due == "retrain" else
+                f"next at {_when(state.retrain_at)}")
+        retrain += f"; {when} (version {state.trained} was the last full training)"
     return [("unlearner", f"{policy.method}, micro-batches of up to {policy.batch_size} erasures gathered for "
                           f"{policy.batch_window_s:g} s"),
             ("fine-tune", finetune), ("full retrain", retrain),
