@@ -100,17 +100,14 @@ def _policy_rows(policy: Policy, state: Optional[Schedule], now: datetime) -> li
     if state is not None:
         due = state.due(policy, now)
         since = f"since version {state.refreshed} ({state.refreshed_kind})"
+        now_due = "due now, the worker runs it at its next turn"
         if state.newest == state.refreshed:
             finetune += f"; nothing applied {since}"
-        elif due == "retrain":
-            finetune += f"; {state.applied_since_refresh} applied {since}, and the retrain due now replaces it"
-        elif due == "finetune":
-            finetune += f"; {state.applied_since_refresh} applied {since}: due now, the worker runs it at its next turn"
         else:
-            finetune += (f"; {state.applied_since_refresh} applied {since}, due at the latest at "
-                         f"{_when(state.finetune_at)}")
-        when = ("due now, the worker runs it at its next turn" if due == "retrain" else
-                f"next at {_when(state.retrain_at)}")
+            finetune += f"; {state.applied_since_refresh} applied {since}" + {
+                "retrain": ", and the retrain due now replaces it", "finetune": f": {now_due}"}.get(
+                due, f", due at the latest at {_when(state.finetune_at)}")
+        when = now_due if due == "retrain" else f"next at {_when(state.retrain_at)}"
         retrain += f"; {when} (version {state.trained} was the last full training)"
     return [("unlearner", f"{policy.method}, micro-batches of up to {policy.batch_size} erasures gathered for "
                           f"{policy.batch_window_s:g} s"),
