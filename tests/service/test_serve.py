@@ -51,6 +51,7 @@ def served(trained, data, tmp_path_factory):
         before = client.get(f"/v1/recommendations/{ERASED}", headers=headers["recs:read"])
         answer = client.post("/v1/erasures", json={"user": ERASED}, headers=headers["erasure:write"])
         assert answer.status_code == 202, answer.text
+        assert answer.json()["receipt_url"] is None   # nothing is signed before the worker completes it
         pending = client.get(f"/v1/erasures/{answer.json()['id']}/receipt", headers=headers["erasure:read"])
         assert worker.run_once() == 1
         yield client, headers, answer.json()["id"], before, pending
@@ -63,7 +64,8 @@ def test_receipt_is_served_and_verifies_against_served_key(served):
     assert erasure_id in pending.json()["detail"]
     status = client.get(f"/v1/erasures/{erasure_id}", headers=headers["erasure:read"]).json()
     assert status["status"] == "completed", status
-    receipt = client.get(f"/v1/erasures/{erasure_id}/receipt", headers=headers["erasure:read"])
+    assert status["receipt_url"] == f"/v1/erasures/{erasure_id}/receipt"   # the status links its receipt
+    receipt = client.get(status["receipt_url"], headers=headers["erasure:read"])
     keys = client.get("/v1/keys", headers=headers["erasure:read"])
     assert receipt.status_code == 200 and keys.status_code == 200
     assert receipt.json()["erasure_id"] == erasure_id and receipt.json()["key_id"] == keys.json()["key_id"]

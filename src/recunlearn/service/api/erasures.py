@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from ..auth import Principal, require
 from ..intake import accept
 from ..ledger import Erasure
+from ..publisher import receipt_path
 from ..schemas import ErasedEdges, ErasureRequest, ErasureView, SubjectView
 from .errors import responses
 
@@ -31,7 +33,8 @@ async def erasure_request(request: Request) -> ErasureRequest:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in err.errors()]) from None
 
 
-def view(erasure: Erasure) -> ErasureView:
+def view(erasure: Erasure, state_dir: Path) -> ErasureView:
+    """The erasure as the API shows it; `receipt_url` once the worker has signed its receipt."""
     edges = None if erasure.erased_edges_count is None else ErasedEdges(count=erasure.erased_edges_count,
                                                                          sha256=erasure.erased_edges_sha256)
     return ErasureView(
@@ -40,7 +43,8 @@ def view(erasure: Erasure) -> ErasureView:
         subject_request_id=erasure.subject_request_id, received_at=erasure.received_at,
         expected_completion=erasure.expected_completion, started_at=erasure.started_at,
         completed_at=erasure.completed_at, model_version=erasure.model_version, erased_edges=edges,
-        error=erasure.error, receipt_url=None)
+        error=erasure.error,
+        receipt_url=f"{router.prefix}/{erasure.id}/receipt" if receipt_path(state_dir, erasure.id).is_file() else None)
 
 
 @router.post(
@@ -71,7 +75,7 @@ def post_erasure(
         state.metrics.acknowledgement.observe(time.perf_counter() - started)
     response.status_code = 200 if erasure.action == "suppress" else 202
     response.headers["Location"] = f"{router.prefix}/{erasure.id}"
-    return view(erasure)
+    return view(erasure, state.settings.state_dir)
 
 
 @router.get("/{erasure_id}", response_model=ErasureView, summary="An erasure's status",
@@ -84,7 +88,7 @@ def get_erasure(erasure_id: str, request: Request,
         erasure = session.get(Erasure, key)
     if erasure is None:
         raise HTTPException(404, f"no erasure {erasure_id}")
-    return view(erasure)
+    return view(erasure, request.app.state.settings.state_dir)
 
 
 def parse_erasure_id(erasure_id: str) -> uuid.UUID:
