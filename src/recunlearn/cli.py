@@ -118,7 +118,8 @@ def train(dataset: Optional[str] = typer.Option(None, help="dataset name (see `r
           data_path: Optional[Path] = typer.Option(None, "--data", help="your own interaction file (CSV, Parquet, "
                                                    "JSON, .inter, u.data, LightGCN text, ...) or a folder with "
                                                    "train and test (and optionally valid) files, instead of --dataset"),
-          model: Optional[str] = typer.Option(None, help="backbone: mf, lightgcn, sgl, simgcl "
+          model: Optional[str] = typer.Option(None, help="backbone: mf, lightgcn, sgl, simgcl, or the "
+                                              "multi-modal freedom, vbpr (they need item features) "
                                               "[default: lightgcn, or the config file's]"),
           config: Optional[Path] = typer.Option(None, help="YAML run config"),
           set_: List[str] = typer.Option([], "--set", help="override, e.g. --set train.lr=0.005"),

@@ -34,9 +34,10 @@ class TrainConfig(StrictConfig):
     lr: float = Field(1e-3, gt=0)
     eval_every: int = Field(1, ge=1, description="validate every N epochs")
     patience: int = Field(10, ge=1, description="validations without improvement before stopping")
-    lr_decay: float = Field(1.0, gt=0, le=1, description="multiply lr by this after lr_decay_patience "
-                            "validations without improvement (1 = constant lr)")
-    lr_decay_patience: int = Field(2, ge=0, description="validations without improvement before lr decays")
+    lr_decay: float = Field(1.0, gt=0, le=1, description="multiply lr by this when lr_decay_patience "
+                            "+ 1 validations in a row bring no improvement (1 = constant lr)")
+    lr_decay_patience: int = Field(2, ge=0, description="validations without improvement that lr tolerates "
+                                   "before it decays at the next one")
     min_lr: float = Field(0.0, ge=0, description="lr never decays below this")
     metric: str = Field("Recall@20", description="validation metric that early stopping follows")
     seed: int = 0
