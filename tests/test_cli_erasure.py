@@ -197,6 +197,16 @@ def test_out_that_is_not_a_checkpoint_is_never_replaced(trained, user_request, w
     assert file.read_text() == "keep" and not list(work.glob(".notes.txt*"))
 
 
+def test_export_never_replaces_the_checkpoint_it_exports(trained, work):
+    own = work / "exported-onto-itself"
+    shutil.copytree(trained, own)
+    before = sorted(p.relative_to(own) for p in own.rglob("*"))
+    for extra in ([], ["--overwrite"]):
+        assert_input_error(invoke("export", own, "--out", own / ".", *extra), "is the checkpoint itself")
+    assert sorted(p.relative_to(own) for p in own.rglob("*")) == before
+    ok(invoke("evaluate", "--checkpoint", own))   # still a working checkpoint, not an exported one
+
+
 def test_existing_checkpoint_is_replaced_only_with_overwrite(trained, work):
     out = work / "export-twice"
     ok(invoke("export", trained, "--out", out))

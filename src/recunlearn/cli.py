@@ -481,6 +481,9 @@ def export(checkpoint: Path = typer.Argument(..., help="checkpoint folder (train
     from .train.checkpoint import export_checkpoint, read_meta
 
     read_meta(checkpoint)
+    if out.resolve() == checkpoint.resolve():   # --overwrite would replace it with its own stripped copy
+        fail(f"--out {out} is the checkpoint itself: export to a new folder (the export leaves out the "
+             "working store, so it cannot replace the checkpoint it comes from)")
     with writing(out, "export", overwrite):
         export_checkpoint(checkpoint, out)
     console.print(f"exported {checkpoint} to {out} (weights, config and hashes)")
