@@ -209,6 +209,10 @@ def rewrite(path: Path, record: dict, **edges) -> Path:
      r"duplicate edge \(user 100, item 'b'\)"),
     ({"user_index": [1, 1]}, r"stored indices do not match"),
     ({"item": ["b"]}, r"malformed request file: edges must be four lists of `size` entries"),
+    ({"user": 100}, r"malformed request file: edges must be four lists of `size` entries"),
+    ({"user_index": ["a", 1]}, r"malformed request file: user_index and item_index must hold whole numbers"),
+    ({"user_index": [0, 99]}, r"r.json: malformed request file: user index 99 is outside 0..2"),
+    ({"user": [[100], 101]}, r"user \[100\] is not an id"),
 ])
 def test_load_rejects_bad_edges_with_a_clear_message(saved, edges, message):
     dataset, path, record = saved
@@ -230,6 +234,8 @@ def test_load_rejects_another_dataset(saved):
     ('{"users": [1, 2]}', r"not a request file"),
     ('[[100, "a"], [101]]', r"pair 2 is \[101\], expected \[user, item\]"),
     ("[]", r"no \(user, item\) pairs"),
+    ('[[100.7, "a"]]', r"bad.json: user 100.7 is not an id: ids are strings or whole numbers"),
+    ('[[[100], "a"]]', r"user \[100\] is not an id"),
 ])
 def test_load_rejects_malformed_files(saved, tmp_path, text, message):
     dataset, _, _ = saved
@@ -237,6 +243,14 @@ def test_load_rejects_malformed_files(saved, tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(DataError, match=message):
         Request.load(path, dataset)
+
+
+def test_an_id_never_matches_the_number_it_truncates_or_equals():
+    ids = IdMap(np.array([0, 1, 5]))
+    assert ids.index([5, "5", 5.0, np.int64(1)], "user").tolist() == [2, 2, 2, 1]
+    for label in (True, np.bool_(False), 5.7, float("nan"), None, [5]):   # True == 1 and int(5.7) == 5 in Python
+        with pytest.raises(DataError, match=r"is not an id"):
+            ids.index([label], "user")
 
 
 def test_user_written_pair_files(saved, tmp_path):

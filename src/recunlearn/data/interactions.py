@@ -136,6 +136,7 @@ class IdMap:
         out = np.empty(len(labels), dtype=np.int64)
         lookup = self._index
         for n, label in enumerate(labels):
+            _check_id(label, kind)
             idx = lookup.get(label)
             if idx is None:
                 idx = lookup.get(_coerce(label, self.labels))
@@ -147,6 +148,15 @@ class IdMap:
 
     def label(self, indices) -> np.ndarray:
         return self.labels[np.asarray(indices, dtype=np.int64)]
+
+
+def _check_id(label, kind: str) -> None:
+    """An id is a string or an integer. A bool or a fractional number would match the integer it equals or
+    truncates to (True is 1, int(5.7) is 5): another user's data, silently."""
+    integral = isinstance(label, (int, np.integer)) or (isinstance(label, (float, np.floating))
+                                                         and float(label).is_integer())
+    if isinstance(label, (bool, np.bool_)) or not (integral or isinstance(label, str)):
+        raise DataError(f"{kind} {label!r} is not an id: ids are strings or whole numbers, as in the data file")
 
 
 def _coerce(label, labels: np.ndarray):

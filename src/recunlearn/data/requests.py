@@ -206,7 +206,7 @@ class Request:
         _check_hash(dataset, fields["dataset"], fields["data_hash"], origin_hash, source)
         columns = _require(fields["edges"], ("user", "item", "user_index", "item_index"), f"{source}: edges")
         lengths = {len(column) if isinstance(column, list) else -1 for column in columns.values()}
-        if len(lengths | {data.get("size", len(columns["user"]))}) != 1:
+        if len(lengths | {data.get("size", next(iter(lengths)))}) != 1 or -1 in lengths:
             raise DataError(f"{source}: malformed request file: edges must be four lists of `size` entries each")
         withdrawn = _withdrawn_from_record(data.get("withdrawn"), dataset, source)
         if withdrawn and not columns["user"]:
@@ -366,7 +366,13 @@ def _check_training(edges: Interactions, dataset: Dataset, source: str, hint: st
 
 def _check_indices(edges: Interactions, users: list, items: list, source: str) -> None:
     """The stored indices must name the same pairs as the original ids, else the id maps differ."""
-    stored = Interactions.from_arrays(users, items, edges.n_users, edges.n_items, on_duplicate="drop")
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (*users, *items)):
+        raise DataError(f"{source}: malformed request file: user_index and item_index must hold whole numbers "
+                        "(the indices `recunlearn request make` writes)")
+    try:
+        stored = Interactions.from_arrays(users, items, edges.n_users, edges.n_items, on_duplicate="drop")
+    except DataError as err:
+        raise DataError(f"{source}: malformed request file: {err}") from None
     if not np.array_equal(stored.keys, edges.keys):
         raise DataError(f"{source}: the stored indices do not match the original ids under this dataset's id "
                         "maps: the file was made with other id maps")
