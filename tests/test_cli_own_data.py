@@ -50,3 +50,15 @@ def test_own_csv_trains_unlearns_and_reloads(own_csv, tmp_path):
     assert "Recall@20" in result.stdout
     result = invoke("recommend", "--checkpoint", out, "--user", "u0", "-k", "3")
     assert "item-" in result.stdout
+
+
+def test_a_folder_with_two_files_for_one_split_names_both_and_trains_nothing(tmp_path):
+    folder = tmp_path / "clicks"
+    folder.mkdir()
+    rows = "user,item\n" + "".join(f"u{u},i{(u * 7 + k) % 30}\n" for u in range(20) for k in range(6))
+    for name in ("train.csv", "train.txt", "test.csv"):   # e.g. an older export left beside the new one
+        (folder / name).write_text(rows)
+    result = CliRunner().invoke(app, ["train", "--data", str(folder), *TRAIN, "--out", str(tmp_path / "model")])
+    assert result.exit_code == 2, result.output
+    assert "2 train files (train.csv, train.txt): keep one train.* file" in " ".join(result.output.split())
+    assert not (tmp_path / "model").exists()

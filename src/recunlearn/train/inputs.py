@@ -42,8 +42,15 @@ def split_files(path: Path) -> Path | dict[str, Path]:
     """A file as it is; a folder as its train/valid/test files (`train.csv`, `test.txt.gz`, ...)."""
     if not path.is_dir():
         return path
-    found = {split: file for split in ("train", "valid", "test")
-             for file in sorted(path.iterdir()) if file.is_file() and file.name.split(".")[0] == split}
+    files = sorted(file for file in path.iterdir() if file.is_file())
+    found = {}
+    for split in ("train", "valid", "test"):
+        named = [file for file in files if file.name.split(".")[0] == split]
+        if len(named) > 1:   # reading one of them would silently ignore the others
+            raise DataError(f"{path}: {len(named)} {split} files ({', '.join(f.name for f in named)}): keep one "
+                            f"{split}.* file in the folder and move the others out")
+        if named:
+            found[split] = named[0]
     if not {"train", "test"} <= set(found):
         raise DataError(f"{path}: a data folder needs train.* and test.* files (valid.* optional), "
                         f"found {sorted(f.name for f in path.iterdir())[:6]}")
