@@ -371,6 +371,19 @@ def test_audit_reports_forgetting_against_a_retrained_model(unlearned, clean, ra
     assert list(model_cache.glob("lightgcn-*")) == [entry]
 
 
+@pytest.mark.parametrize("command", ["audit", "evaluate"])
+def test_a_json_out_that_cannot_be_written_fails_before_any_work(unlearned, clean, random_file, work, model_cache,
+                                                                  command):
+    out, _ = unlearned
+    args = ["--checkpoint", out] + (["--original", clean[0], "--request", random_file[0], "--quiet"]
+                                    if command == "audit" else [])
+    cached = sorted(model_cache.glob("*"))
+    for target, fragment in ((work / "no-such-folder" / "a.jsonl", "does not exist"), (work, "is a folder")):
+        assert_input_error(invoke(command, *args, "--json-out", target), "--json-out", fragment)
+    assert sorted(model_cache.glob("*")) == cached   # no reference retrain was paid for
+    assert not (work / "no-such-folder").exists()
+
+
 def test_audit_refuses_a_model_that_did_not_forget_this_request(clean, random_file):
     result = invoke("audit", "--checkpoint", clean[0], "--original", clean[0], "--request", random_file[0], "--quiet")
     assert_input_error(result, "not", "with exactly this request forgotten")

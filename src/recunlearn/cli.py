@@ -97,6 +97,25 @@ def print_metrics(columns: dict[str, dict], title: str | None = None) -> None:
                  for name in names], title=title)
 
 
+def check_json_out(path: Optional[Path]) -> None:
+    """--json-out is checked before the work, so that a mistyped path does not cost the run and its result."""
+    if path is None:
+        return
+    if path.is_dir():
+        fail(f"--json-out {path} is a folder: name a file (the result is appended to it as one JSON line)")
+    if not path.parent.is_dir():
+        fail(f"--json-out {path}: the folder {path.parent} does not exist; create it or name a file in an "
+             "existing folder")
+
+
+def append_json_line(path: Path, record: dict) -> None:
+    try:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+    except OSError as err:
+        fail(f"--json-out {path}: cannot append the result ({err.strerror or err}); the result is printed above")
+
+
 def own_data(path: Path):
     """The data config of your own file or folder: its absolute path, named after the file (or folder)."""
     from .train.config import DataConfig
@@ -195,6 +214,7 @@ def evaluate(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
     from .train.checkpoint import load_checkpoint
     from .train.runs import test_metrics
 
+    check_json_out(json_out)
     model, run, data, meta = load_checkpoint(checkpoint)
     metrics = test_metrics(checkpoint_scorer(checkpoint, model), data, ks)
     record = {"checkpoint": str(checkpoint), "dataset": data.name, "data_hash": data.hash,
@@ -204,8 +224,7 @@ def evaluate(checkpoint: Path = typer.Option(..., help="checkpoint folder"),
     else:
         print_metrics({"test": metrics}, title=f"{checkpoint} on {data.name}")
     if json_out:
-        with open(json_out, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_json_line(json_out, record)
 
 
 @app.command()
@@ -513,6 +532,7 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
     from .train.runs import test_metrics
     from .unlearn.retrain import Retrain
 
+    check_json_out(json_out)
     orig_model, run, orig_data, _ = load_checkpoint(original)
     req = Request.load(request, orig_data)
     if not len(req.edges):
@@ -543,12 +563,15 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
                                                                        data.valid, ks=(20,)).items()})
     verdict = judge(report)
     record = {"checkpoint": str(checkpoint), "request": str(request), **report, "verdict": verdict.to_dict()}
-    if json_out:
-        with open(json_out, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
     if as_json:
         emit_json(record)
-        return
+    else:
+        print_audit(checkpoint, report, verdict)
+    if json_out:   # after the report is shown, so that a failed append loses nothing
+        append_json_line(json_out, record)
+
+
+def print_audit(checkpoint: Path, report: dict, verdict) -> None:
     print_table([{"measure": c.measure, "unlearned": c.value, "retrain": "-" if c.retrain is None else c.retrain,
                   "threshold": c.threshold, "status": c.status, "direction": c.direction or "-"}
                  for c in verdict.checks], title=f"audit of {checkpoint}: key measures")
