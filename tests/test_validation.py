@@ -205,3 +205,14 @@ def test_diverged_training_fails_naming_the_learning_rate(monkeypatch):
     monkeypatch.setattr(Trainer, "train_epoch", lambda *args: math.nan)
     with pytest.raises(ValueError, match=r"diverged in epoch 1: the loss is nan; lower train.lr \(now 0.001\)"):
         Trainer(load_config(RunConfig, None, FAST), progress=False).fit(tiny())
+
+
+@pytest.mark.parametrize("model", ["freedom", "vbpr"])
+def test_a_multimodal_backbone_on_data_without_features_fails_with_advice_that_loads(tmp_path, model):
+    out = tmp_path / "run"
+    line = assert_input_error(invoke("train", "--dataset", "ml-100k", "--model", model, "--out", out, "--quiet"),
+                              f"{model} reads item features, but this data has none", "model.modalities=[]")
+    assert not out.exists()
+    for advice in ("data.modalities=[text]", "model.modalities=[]"):   # both settings the message names parse
+        run = load_config(RunConfig, None, [f"model.name={model}", advice])
+        assert run.data.modalities == ["text"] or run.model.modalities == []

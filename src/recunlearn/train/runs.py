@@ -8,6 +8,8 @@ from ..data.interactions import DataError, Dataset
 from ..data.split import require_splits
 from ..eval.ranking import evaluate
 from ..models.base import Recommender
+from ..models.modal import ContentRecommender
+from ..models.registry import model_class
 from .checkpoint import save_checkpoint
 from .config import RunConfig
 from .distributed import Ranks
@@ -20,6 +22,17 @@ def test_metrics(model: Recommender, dataset: Dataset, ks=(10, 20), users=None) 
     return evaluate(model, dataset.test, dataset.train.union(dataset.valid), ks=list(ks), users=users)
 
 
+def require_content(run: RunConfig, dataset: Dataset, source: str) -> None:
+    """A multi-modal backbone asked for every modality of data that has none would train as its plain
+    counterpart without a word; an empty `model.modalities` says that this is meant."""
+    if (issubclass(model_class(run.model.name), ContentRecommender) and run.model.modalities is None
+            and not dataset.modalities):
+        raise DataError(f"{source}: {run.model.name} reads item features, but this data has none: load some "
+                        "(data.modalities=[text] computes them from titles and genres where the data has them; "
+                        "data.feature_files.NAME=FILE reads yours), or set model.modalities=[] to train it "
+                        "without content")
+
+
 def train_and_save(run: RunConfig, dataset: Dataset, out: str | Path, progress: bool = True,
                    resume: bool = False, ranks: Ranks | None = None) -> dict:
     """Train, then write the checkpoint with its validation and test metrics. Data with an empty split fails
@@ -29,6 +42,7 @@ def train_and_save(run: RunConfig, dataset: Dataset, out: str | Path, progress: 
     dict) and rank 0 evaluates and writes. Without it, `run.train.nproc > 1` trains on that many local ranks."""
     source = data_source(run, dataset)
     require_splits(dataset, source=source)
+    require_content(run, dataset, source)
     trainer = Trainer(run, progress=progress, checkpoint_dir=out, ranks=ranks)
     model, result = trainer.fit(dataset, resume=resume)
     if ranks is not None and not ranks.is_main:
