@@ -2,6 +2,7 @@
 ml-100k end to end (the default dataset loader), resuming, and the report."""
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from recunlearn.bench.results import read_rows
@@ -59,3 +60,75 @@ def test_run_then_report_on_ml100k(data_root, tmp_path, monkeypatch):
     assert report.exit_code == 0, report.output
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## ml-100k / lightgcn / random:0.01 (cli)" in text and "Noise floor (3 independent retrains" in text
+
+
+# --- input errors found before any work, leaving nothing on disk -----------------------------------
+
+OLDER_RECORD = '{"bench": "quality", "dataset": "ml-1m"}'   # a free-form line: the report skips it
+
+
+@pytest.mark.parametrize("line, problem", [("5", "found the number 5"), ("[1, 2]", "found an array"),
+                                           ('{"schema": 1}', "lacks suite, unit"),
+                                           ('{"schema": 1, "suite": "s"}', "lacks unit")])
+def test_a_results_line_that_is_not_a_result_is_one_line_naming_its_file_and_line(tmp_path, line, problem):
+    results, out = tmp_path / "r.jsonl", tmp_path / "report"
+    results.write_text(f"{OLDER_RECORD}\n{line}\n")
+    assert_input_error(invoke("bench", "report", results, "--out", out), f"{results}:2: ", problem)
+    assert not out.exists()
+
+
+def test_a_report_without_result_lines_leaves_no_folder(tmp_path):
+    results, out = tmp_path / "old.jsonl", tmp_path / "report"
+    results.write_text(OLDER_RECORD + "\n")
+    assert_input_error(invoke("bench", "report", results, "--out", out), "no benchmark result lines")
+    assert not out.exists()
+
+
+def test_a_report_out_that_is_a_file_is_one_line_of_error(tmp_path):
+    results, out = tmp_path / "r.jsonl", tmp_path / "taken"
+    results.write_text(OLDER_RECORD + "\n")
+    out.write_text("mine\n")
+    assert_input_error(invoke("bench", "report", results, "--out", out), str(out), "is a file")
+    assert out.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("change, problem", [
+    ("datasets: [{name: own, path: /nonexistent.csv}]", "path /nonexistent.csv does not exist"),
+    ("datasets: [nosuchds]", "unknown dataset 'nosuchds'"),
+    ("audit: {ks: [0]}", "every K must be at least 1")])
+def test_a_suite_that_names_no_data_or_a_bad_cutoff_fails_before_any_work(tmp_path, monkeypatch, change, problem):
+    monkeypatch.setenv("RECUNLEARN_CACHE", str(tmp_path / "cache"))
+    suite, results = tmp_path / "bad.yaml", tmp_path / "r.jsonl"
+    key = change.split(":")[0]
+    suite.write_text("".join(line + "\n" for line in SMALL.splitlines() if not line.startswith(key + ":")) + change)
+    assert_input_error(invoke("bench", "run", suite, "--out", results), problem)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_a_run_out_that_is_a_folder_fails_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECUNLEARN_CACHE", str(tmp_path / "cache"))
+    suite, out = tmp_path / "small.yaml", tmp_path / "results"
+    suite.write_text(SMALL)
+    out.mkdir()
+    assert_input_error(invoke("bench", "run", suite, "--out", out), f"--out {out} is a folder")
+    assert list(out.iterdir()) == [] and not (tmp_path / "cache").exists()
+
+
+def test_a_damaged_results_file_fails_before_any_work_and_is_left_as_it_was(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECUNLEARN_CACHE", str(tmp_path / "cache"))
+    suite, results = tmp_path / "small.yaml", tmp_path / "r.jsonl"
+    suite.write_text(SMALL)
+    results.write_text("5\n")
+    assert_input_error(invoke("bench", "run", suite, "--out", results, "--quiet"), f"{results}:1: ",
+                       "found the number 5")
+    assert results.read_text() == "5\n" and not (tmp_path / "cache").exists()
+
+
+def test_a_dataset_file_that_cannot_be_read_is_one_line_of_error(tmp_path, monkeypatch):
+    """A DataError during the run (here loading the data, before any training) names the suite's dataset."""
+    monkeypatch.setenv("RECUNLEARN_CACHE", str(tmp_path / "cache"))
+    suite, results, data = tmp_path / "own.yaml", tmp_path / "r.jsonl", tmp_path / "bad.csv"
+    data.write_text("a,b,c,d,e,f,g\n")
+    suite.write_text(SMALL.replace("datasets: [ml-100k]", f"datasets: [{{name: own, path: {data}}}]"))
+    assert_input_error(invoke("bench", "run", suite, "--out", results, "--quiet"), "dataset 'own'", str(data))
+    assert not results.exists()

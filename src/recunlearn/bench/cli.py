@@ -9,7 +9,7 @@ import typer
 bench_app = typer.Typer(help="Benchmark suites of unlearning methods: run them, report them.", no_args_is_help=True)
 
 
-def _input_error(err: Exception) -> None:
+def _input_error(err: Exception | str) -> None:
     """A problem with the user's input: one line on stderr, exit code 2, no traceback."""
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(2)
@@ -40,18 +40,28 @@ def run(suite: Path = typer.Argument(..., help="suite file (YAML; see benchmarks
     file each."""
     from ..config import ConfigError
     from ..data.interactions import DataError
+    from .results import ResultsError
     from .runner import run_suite
-    from .suite import check_method_configs, load_suite, narrowed, units
+    from .suite import check_datasets, check_method_configs, load_suite, narrowed, units
     try:
         spec = narrowed(load_suite(suite), dataset, backbone, request, streams, method)
         check_method_configs(spec)
+        check_datasets(spec)
         units(spec, seed)   # an unknown seed fails now
     except (ConfigError, DataError, FileNotFoundError, ImportError, ValueError) as err:
         _input_error(err)
     out = out or Path(f"{spec.name}.jsonl")
+    if out.is_dir():   # now: appending to it would fail only after the first unit trained
+        _input_error(f"--out {out} is a folder: name the results file to append to, such as "
+                     f"{out / f'{spec.name}.jsonl'}")
     echo = _quiet_echo if quiet else typer.echo
-    summary = run_suite(spec, out, threads=threads, cache_dir=cache_dir, progress=not quiet, echo=echo, seeds=seed,
-                        noise_floor=noise_floor)
+    # A damaged results file fails before any work (the runner reads it first), a dataset file that cannot be
+    # read before its setting trains; any other error in a run is a bug, and keeps its traceback.
+    try:
+        summary = run_suite(spec, out, threads=threads, cache_dir=cache_dir, progress=not quiet, echo=echo,
+                            seeds=seed, noise_floor=noise_floor)
+    except (DataError, ResultsError) as err:
+        _input_error(err)
     typer.echo(f"{summary.ran} units run, {summary.skipped} already done, in {summary.seconds:.0f} s: {out}")
 
 

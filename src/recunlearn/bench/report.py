@@ -42,13 +42,15 @@ HEADLINE_SEEDS = 3
 def write_report(results: str | Path | list[str | Path], out: str | Path, plots: bool = True) -> Path:
     """report.md (and the PNG plots) in `out` from one or more results files."""
     files = [results] if isinstance(results, (str, Path)) else list(results)
-    rows = [row for file in files for row in read_rows(file)]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder: name a folder for report.md and the plots")
+    rows = [row for file in files for row in read_rows(file)]
     batch, streams = aggregate.groups(rows), aggregate.stream_groups(rows)
     if not batch and not streams:
         raise ValueError(f"no benchmark result lines in {', '.join(map(str, files))} (write them with "
                          "`recunlearn bench run SUITE.yaml`)")
+    out.mkdir(parents=True, exist_ok=True)   # only now: a report that fails leaves no empty folder behind
     images = []
     if plots:
         from .plots import write_plots   # matplotlib only when plotting

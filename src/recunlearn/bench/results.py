@@ -44,9 +44,17 @@ def append_row(path: str | Path, row: dict) -> None:
         os.close(fd)
 
 
+class ResultsError(ValueError):
+    """A results file that `bench run` did not write: the message names the file and line, and the fix."""
+
+
 def read_rows(path: str | Path) -> list[dict]:
-    """Every complete line of a results file (a missing file has none); a line cut short is skipped."""
+    """Every complete line of a results file (a missing file has none); a line cut short is skipped. Each
+    line is checked here, once, so that the runner and the report can rely on its keys (`check_row`)."""
     path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"{path} is a folder, not a results file: name a file (JSON lines), such as "
+                           f"{path / 'results.jsonl'}")
     if not path.is_file():
         return []
     rows = []
@@ -54,10 +62,38 @@ def read_rows(path: str | Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             warnings.warn(f"{path}, line {number}: not a complete JSON line (an interrupted write?); skipped")
+            continue
+        check_row(row, f"{path}:{number}")
+        rows.append(row)
     return rows
+
+
+def check_row(row, where: str) -> None:
+    """A line is a JSON object; a harness line (one with a `schema`) is of this schema and has every key of
+    FIELDS. Lines without a schema are the older free-form records, which the report skips."""
+    fix = "remove the line, or pass a results file written by `recunlearn bench run`"
+    if not isinstance(row, dict):
+        raise ResultsError(f"{where}: expected a JSON object (one result), found {_json_kind(row)}: {fix}")
+    if row.get("schema") is None:
+        return
+    if row["schema"] != SCHEMA:
+        raise ResultsError(f"{where}: schema {row['schema']!r}, but this version of recunlearn reads schema "
+                           f"{SCHEMA}: {fix}")
+    missing = [key for key in FIELDS if key not in row]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ResultsError(f"{where}: the result line lacks {shown}: {fix}")
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, bool) or value is None:   # bool before int: True is an int in Python
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return {list: "an array", str: "a string"}.get(type(value), type(value).__name__)
 
 
 def finished_units(path: str | Path) -> set[str]:

@@ -19,7 +19,7 @@ from typing import Callable, Collection
 
 import torch
 
-from ..data.interactions import Interactions
+from ..data.interactions import DataError, Interactions
 from ..data.requests import Request
 from ..train.config import RunConfig
 from ..train.version import TRAINING_PACKAGES, code_version
@@ -107,8 +107,11 @@ class Runner:
         key = unit.setting()
         if key not in self._settings:
             run = self.suite.run_config(unit.dataset, unit.backbone, unit.seed)
-            self._settings[key] = build_setting(run, unit.request, unit.seed, self.load, self.cache_dir,
-                                                self.progress)
+            try:
+                self._settings[key] = build_setting(run, unit.request, unit.seed, self.load, self.cache_dir,
+                                                    self.progress)
+            except DataError as err:   # the data package's message names the file, not the suite's entry
+                raise DataError(f"suite {self.suite.name!r}, dataset {unit.dataset!r}: {err}") from err
         return self._settings[key]
 
     def reference(self, setting: Setting) -> Reference:

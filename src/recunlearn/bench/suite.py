@@ -84,7 +84,15 @@ class NoiseFloorSpec(StrictConfig):
 
 class AuditSpec(StrictConfig):
     max_users: int | None = Field(2000, ge=1, description="audit at most this many of the request's users")
-    ks: list[int] = Field([10, 20], description="utility cut-offs (Recall/NDCG@K)")
+    ks: list[int] = Field([10, 20], min_length=1, description="utility cut-offs (Recall/NDCG@K)")
+
+    @field_validator("ks")
+    @classmethod
+    def _positive(cls, ks: list[int]) -> list[int]:
+        # checked at load: the evaluation would refuse them only after the first models were trained
+        if min(ks) < 1:
+            raise ValueError(f"every K must be at least 1, got {ks}: list cut-offs such as [10, 20]")
+        return ks
 
 
 class StreamSpec(StrictConfig):
@@ -312,6 +320,23 @@ def unit_key(unit: Unit, suite: Suite, code: str) -> str:
 def method_entries(suite: Suite) -> list[MethodSpec]:
     """Every method entry of the suite: its settings', then its streams'."""
     return [*suite.methods, *(m for stream in suite.streams for m in stream.methods)]
+
+
+def check_datasets(suite: Suite) -> None:
+    """Check that every dataset can be found, before hours of training: a `path` must exist, a name without
+    one must be a registered dataset. For the registry's loader (`bench run`'s); reading the files is left
+    to the run, since a large dataset takes a while."""
+    from ..data.registry import existing_root, list_datasets
+    for entry in suite.datasets:
+        if entry.path is not None:
+            if not Path(entry.path).exists():
+                raise ConfigError(f"dataset {entry.name!r}: path {entry.path} does not exist: give your "
+                                  "interaction file, or a folder with train and test files")
+        elif entry.name not in list_datasets():
+            raise ConfigError(f"unknown dataset {entry.name!r}; known datasets: {', '.join(list_datasets())} (or "
+                              f"give your own files: {{name: {entry.name}, path: FILE}})")
+    if any(entry.path is None for entry in suite.datasets):
+        existing_root()   # a $RECUNLEARN_DATA that names no folder fails now
 
 
 def check_method_configs(suite: Suite) -> None:
