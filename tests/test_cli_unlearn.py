@@ -399,6 +399,16 @@ def test_unlearn_without_preparation_says_to_run_prepare(clean, random_file, wor
     assert not (work / "x").exists()
 
 
+@pytest.mark.parametrize("method", ["retrain", "finetune"])
+def test_a_request_of_every_training_interaction_is_refused_naming_the_request(clean, work, method):
+    everything, out = work / f"everything-{method}.json", work / f"nothing-left-{method}"
+    ok(invoke("request", "make", "--spec", "random:1.0", "--checkpoint", clean[0], "--out", everything))
+    result = invoke("unlearn", "--checkpoint", clean[0], "--method", method, "--request", everything, "--out", out,
+                    "--quiet")
+    assert_input_error(result, "the request forgets all", "training interactions", "forget a part of them")
+    assert not out.exists()
+
+
 def test_adversarial_request_needs_the_clean_model(work):
     out = work / "no-model.json"
     result = invoke("request", "make", "--spec", "adversarial:1.0", "--out", out)

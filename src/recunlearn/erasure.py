@@ -181,6 +181,9 @@ def apply_request(checkpoint: Path, load_request: Callable[[Dataset], Request], 
     with exclusive(checkpoint, "unlearn"), writing(out, "unlearn", overwrite, notes=notes):
         model, run, data, _ = load_checkpoint(checkpoint)
         request = load_request(data)
+        if len(request.edges) and not len(data.train.subtract(request.edges)):
+            raise ErasureError(f"the request forgets all {len(data.train)} training interactions of {checkpoint}: "
+                               "no model is left to unlearn into; forget a part of them, or delete the model")
         if request.withdrawn and not unlearner_class(method).adapts_to_withdrawals:
             raise ErasureError(f"{method} does not adapt a model to withdrawn item features (it forgets "
                                "interactions): apply this modality constraint with --method reverse-bpr")
