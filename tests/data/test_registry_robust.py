@@ -78,6 +78,11 @@ def test_missing_root_argument_is_an_error_that_creates_nothing(tmp_path, no_net
         load_dataset("gowalla", missing)
     assert_input_error(CliRunner().invoke(app, ["datasets", "--root", str(missing)]),
                        f"data folder {missing} does not exist")
+    a_file = tmp_path / "ratings.csv"
+    a_file.write_text("user,item\n")
+    line = assert_input_error(CliRunner().invoke(app, ["datasets", "--root", str(a_file)]),
+                              f"data folder {a_file} is a file, not a folder")
+    assert "mkdir" not in line   # the advice to create it cannot work with a file in the way
     assert not missing.exists()
 
 

@@ -146,13 +146,13 @@ def existing_root(root: str | Path | None = None) -> Path:
     path = data_root(root)
     if path.is_dir() or (not root and not os.environ.get(DATA_ENV)):
         return path
-    problem = "is not a folder" if path.exists() else "does not exist"
+    problem = "is a file, not a folder" if path.exists() else "does not exist"
+    # creating the folder is advice only where nothing is in the way
+    create = "" if path.exists() else f" (to download datasets into a new one, create it first: mkdir -p {path})"
     if root:
-        raise DataError(f"data folder {path} {problem}: pass the folder that holds one folder per dataset "
-                        f"(to download datasets into a new one, create it first: mkdir -p {path})")
+        raise DataError(f"data folder {path} {problem}: pass the folder that holds one folder per dataset{create}")
     raise DataError(f"{DATA_ENV}={os.environ[DATA_ENV]} {problem}: set {DATA_ENV} to the folder that holds one "
-                    f"folder per dataset, or unset it to use {DEFAULT_ROOT} (to download datasets into a new "
-                    f"folder, create it first: mkdir -p {path})")
+                    f"folder per dataset, or unset it to use {DEFAULT_ROOT}{create}")
 
 
 def load_dataset(name: str, root: str | Path | None = None, seed: int = 0, valid_ratio: float = 0.1, *,
