@@ -32,10 +32,9 @@ from .train.checkpoint import (CONFIG_FILE, catalogue_removed, load_checkpoint, 
                                record_erasure, root_of, save_checkpoint)
 from .train.config import RunConfig
 from .train.runs import test_metrics
-from .unlearn.base import Unlearner, forget_isolated_nodes, without_removed
+from .unlearn.base import UNLEARNERS_DIR, Unlearner, forget_isolated_nodes, without_removed
 from .unlearn.registry import build_unlearner, unlearner_class
 
-UNLEARNERS_DIR = "unlearners"
 Notes = Callable[[str], None]
 
 

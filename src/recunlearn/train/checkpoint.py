@@ -281,22 +281,39 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
-def load_tensors(path: str | Path, stem: str) -> dict | None:
+def load_tensors(path: str | Path, stem: str, remedy: str = "write the checkpoint again") -> dict | None:
+    """The tensors saved as `stem` (None when there are none); `remedy`: what the error for a damaged file says."""
     file = Path(path) / f"{stem}.pt"
-    return _torch_load(file) if file.is_file() else None
+    return _torch_load(file, remedy) if file.is_file() else None
 
 
-def _torch_load(file: Path):
+# How torch's weights-only unpickler refuses a file that asks for an object it does not allow (a class or a
+# function: code that a plain load would run). Every other unpickling error is a damaged or foreign file.
+_REFUSALS = ("GLOBAL", "unrecognized function", "Can only create new object", "Can only build")
+# A damaged file fails in any of these ways (a corrupt pickle stream too: UnicodeDecodeError, IndexError, ...).
+_DAMAGED = (EOFError, OSError, RuntimeError, ValueError, IndexError, KeyError, zipfile.BadZipFile)
+
+
+def error_reason(err: BaseException) -> str:
+    """The first sentence of an error's message (a KeyError's without its quotes), or its type's name: torch and
+    numpy go on with advice that does not apply here (such as loading the file unsafely)."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(err).__name__
+
+
+def _torch_load(file: Path, remedy: str = "write the checkpoint again"):
     """Plain tensors only (weights_only): damaged or code-carrying files give one clear error."""
     try:
         return torch.load(file, weights_only=True, map_location="cpu")   # a GPU-trained state too
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{file}: refused to load: it holds more than plain tensors (it could run code "
-                              "when loaded); only files written by recunlearn are accepted") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{file}: unreadable weights ({reason}); the file is damaged or truncated: "
-                              "write the checkpoint again") from None
+    except pickle.UnpicklingError as err:
+        if any(marker in str(err) for marker in _REFUSALS):
+            raise CheckpointError(f"{file}: refused to load: it holds more than plain tensors (it could run code "
+                                  "when loaded); only files written by recunlearn are accepted") from None
+        # torch's first line ("Weights only load failed ...") would suggest an unsafe load: not quoted
+        reason = "not a file written by torch.save"
+    except _DAMAGED as err:
+        reason = error_reason(err)
+    raise CheckpointError(f"{file}: unreadable ({reason}); the file is damaged or truncated: {remedy}") from None
 
 
 def load_weights(path: Path) -> dict:
@@ -373,7 +390,11 @@ def apply_edits(path: Path, dataset: Dataset) -> Dataset:
     if not file.is_file():
         return dataset
     n_users, n_items = dataset.n_users, dataset.n_items
-    with np.load(file) as z:
-        added = Interactions.from_arrays(z["added_users"], z["added_items"], n_users, n_items)
-        removed = Interactions.from_arrays(z["removed_users"], z["removed_items"], n_users, n_items)
+    try:
+        with np.load(file) as z:
+            added = Interactions.from_arrays(z["added_users"], z["added_items"], n_users, n_items)
+            removed = Interactions.from_arrays(z["removed_users"], z["removed_items"], n_users, n_items)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:   # DataError is a ValueError
+        raise CheckpointError(f"{file}: unreadable training-set edits ({error_reason(err)}); the checkpoint is "
+                              "damaged: write it again") from None
     return dataset.with_train(dataset.train.union(added).subtract(removed))

@@ -223,12 +223,23 @@ class Trainer:
         model.load_state_dict(current)
 
     def _restore(self, model, optimizer, scheduler, state, best_weights, rng, gen):
-        from .checkpoint import read_meta
-        saved = load_tensors(self.checkpoint_dir, TRAINER_STATE)
+        from .checkpoint import CheckpointError, error_reason, read_meta
+        file = self.checkpoint_dir / f"{TRAINER_STATE}.pt"
+        remedy = f"start the run over: train without --resume (with --overwrite), or delete {file}"
+        saved = load_tensors(self.checkpoint_dir, TRAINER_STATE, remedy=remedy)
         if saved is None:
             raise FileNotFoundError(f"nothing to resume in {self.checkpoint_dir}: no {TRAINER_STATE}.pt")
         meta = read_meta(self.checkpoint_dir)
         best_weights = load_weights(self.checkpoint_dir)
+        try:
+            return self._restore_from(saved, meta, model, optimizer, scheduler, best_weights, rng, gen)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+            # a state of another shape: damaged, from another version of recunlearn, or of another model or config
+            raise CheckpointError(f"{file}: not a resume state this run can continue ({type(err).__name__}: "
+                                  f"{error_reason(err)}); {remedy}") from None
+
+    @staticmethod
+    def _restore_from(saved, meta, model, optimizer, scheduler, best_weights, rng, gen):
         model.load_state_dict(saved["current"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None and "scheduler" in saved:

@@ -21,7 +21,9 @@ queries for such a state scores them with `RemovedItemsScorer` (`without_removed
 from __future__ import annotations
 
 import json
+import pickle
 import time
+import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,19 +31,33 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from ..config import StrictConfig
 from ..data.interactions import Dataset, Interactions
 from ..data.requests import Request
 from ..eval.scorer import Scorer
 from ..models.base import Recommender
+from ..train.checkpoint import error_reason
 from ..train.config import RunConfig
 
 Kind = Literal["exact", "approximate", "control"]
 STATE_FILE, FORGOTTEN_FILE, WEIGHTS_FILE = "unlearner.json", "forgotten.npz", "weights.pt"
+# where a checkpoint keeps its prepared states: CHECKPOINT/unlearners/METHOD/DATA_HASH (see recunlearn.erasure)
+UNLEARNERS_DIR = "unlearners"
 WITHDRAWN_FILE = "withdrawn.npz"
 # What an item out of the catalogue scores: below any real score, but finite, so that attacks and AUCs stay defined.
 REMOVED_SCORE = -1e4
+
+
+# How a damaged or foreign file of a saved state fails to load (JSON, numpy archives, torch files); plain
+# ValueErrors are left alone: a method's own refusals (e.g. an encoder of other weights) say what to do.
+_UNREADABLE = (OSError, EOFError, KeyError, IndexError, RuntimeError, UnicodeDecodeError, json.JSONDecodeError,
+               pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+class PreparedStateError(ValueError):
+    """A saved unlearner state is damaged, or of an older format: it has to be prepared again."""
 
 
 class NoConfig(StrictConfig):
@@ -214,34 +230,40 @@ class Unlearner(ABC):
     @classmethod
     def load(cls, path: str | Path, model: Recommender, dataset: Dataset, *, run: RunConfig | None = None,
              progress: bool = True, cache_dir: str | Path | None = None) -> "Unlearner":
-        """The state saved by `save`, for the original `model` and `dataset` it was prepared with."""
+        """The state saved by `save`, for the original `model` and `dataset` it was prepared with. A damaged
+        state, or one of an older format, gives a PreparedStateError naming the file and how to prepare again."""
         path = Path(path)
         if not (path / STATE_FILE).is_file():
             raise FileNotFoundError(f"no saved {cls.name} state in {path}: run `recunlearn prepare --method "
                                     f"{cls.name}` first")
-        meta = json.loads((path / STATE_FILE).read_text())
+        meta = _read_state(path, cls.name)
         if meta["method"] != cls.name:
             raise ValueError(f"{path} holds the state of method {meta['method']!r}, not {cls.name!r}")
         if meta["original_train_hash"] != dataset.train.hash:
             raise ValueError(f"{path} was prepared for training data {meta['original_train_hash']}, not this "
                              f"model's {dataset.train.hash}: prepare it again")
-        self = cls(meta["config"], run=run, progress=progress, cache_dir=cache_dir)
+        try:
+            self = cls(meta["config"], run=run, progress=progress, cache_dir=cache_dir)
+        except ValidationError as err:   # a setting renamed or removed since the state was saved
+            raise damaged_state(path, cls.name, err, path / STATE_FILE) from None
         self.original, self.original_data = model, dataset
         self.prepare_seconds = meta["prepare_seconds"]
-        with np.load(path / FORGOTTEN_FILE) as z:
-            forgotten = Interactions.from_arrays(z["users"], z["items"], dataset.n_users, dataset.n_items)
-        residual = dataset.with_train(dataset.train.subtract(forgotten))
-        if (path / WITHDRAWN_FILE).is_file():
-            with np.load(path / WITHDRAWN_FILE) as z:
-                for name in z.files:
-                    residual = residual.with_withdrawn(name, z[name])
-        current = None
-        if (path / WEIGHTS_FILE).is_file():
-            from ..data.graph import build_graph
-            current = model.clone()
-            current.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
-            current.attach(build_graph(residual.train)).eval()
-        self._load_extra(path, model, dataset)
+        try:
+            pairs = _read_arrays(path / FORGOTTEN_FILE, cls.name, keys=("users", "items"))
+            forgotten = Interactions.from_arrays(pairs["users"], pairs["items"], dataset.n_users, dataset.n_items)
+            residual = dataset.with_train(dataset.train.subtract(forgotten))
+            if (path / WITHDRAWN_FILE).is_file():
+                for name, items in _read_arrays(path / WITHDRAWN_FILE, cls.name).items():
+                    residual = residual.with_withdrawn(name, items)
+            current = None
+            if (path / WEIGHTS_FILE).is_file():
+                from ..data.graph import build_graph
+                current = model.clone()
+                current.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
+                current.attach(build_graph(residual.train)).eval()
+            self._load_extra(path, model, dataset)
+        except _UNREADABLE as err:
+            raise damaged_state(path, cls.name, err) from None
         self.state = self._restore(model, current, residual, forgotten)
         return self
 
@@ -256,6 +278,69 @@ class Unlearner(ABC):
 
     def _load_extra(self, path: Path, model: Recommender, dataset: Dataset) -> None:
         """Read what `_save_extra` wrote."""
+
+
+def damaged_state(path: Path, method: str, problem: Exception | str, file: Path | None = None) -> PreparedStateError:
+    """The error for a saved state (folder `path`) that cannot be loaded because of `problem` (an error, or what
+    is wrong), naming the damaged `file` when it is known or can be found, and how to prepare the state again."""
+    if file is None:
+        own = isinstance(problem, OSError) and problem.filename
+        file = Path(problem.filename) if own else _broken_archive(path) or path
+    if isinstance(problem, str):
+        reason = problem
+    elif isinstance(problem, pickle.UnpicklingError):   # torch's own message would suggest an unsafe load
+        reason = "it does not load as plain tensors"
+    elif isinstance(problem, ValidationError):
+        first = problem.errors()[0]
+        reason = f"{first['msg']} at {'.'.join(map(str, first['loc']))}"
+    elif isinstance(problem, KeyError):
+        reason = f"missing key: {error_reason(problem)}"
+    else:
+        reason = error_reason(problem)
+    return PreparedStateError(f"{file}: unreadable ({reason}); the saved {method} state is damaged or of an older "
+                              f"format: {_prepare_again(path, method)}")
+
+
+def _prepare_again(path: Path, method: str) -> str:
+    """How to replace a saved state: a checkpoint's (CHECKPOINT/unlearners/METHOD/DATA_HASH) is prepared again
+    by the CLI; another keeper's (the benchmark's cache) is prepared again once it is gone."""
+    if path.parent.name == method and path.parent.parent.name == UNLEARNERS_DIR:
+        return f"delete {path} and run `recunlearn prepare --checkpoint {path.parents[2]} --method {method}` again"
+    return f"delete {path} and prepare it again"
+
+
+def _broken_archive(path: Path) -> Path | None:
+    """The first of the state's tensor and array files that is not a whole zip archive (torch.save and np.savez
+    both write one; a truncated or overwritten file is not)."""
+    files = sorted(path.glob("*.pt")) + sorted(path.glob("*.npz"))
+    return next((file for file in files if not zipfile.is_zipfile(file)), None)
+
+
+def _read_state(path: Path, method: str) -> dict:
+    """The state's unlearner.json, checked for the keys `load` reads."""
+    file = path / STATE_FILE
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise damaged_state(path, method, err, file) from None
+    keys = ("method", "config", "prepare_seconds", "original_train_hash")
+    missing = [key for key in keys if key not in meta] if isinstance(meta, dict) else list(keys)
+    if missing:
+        raise damaged_state(path, method, f"no {', '.join(missing)}", file)
+    return meta
+
+
+def _read_arrays(file: Path, method: str, keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays of one of the state's .npz files, which must hold `keys`."""
+    try:
+        with np.load(file) as z:
+            arrays = {key: z[key] for key in z.files}
+    except (*_UNREADABLE, ValueError) as err:   # ValueError: numpy refusing a file that is no archive
+        raise damaged_state(file.parent, method, err, file) from None
+    missing = [key for key in keys if key not in arrays]
+    if missing:
+        raise damaged_state(file.parent, method, f"no array {', '.join(missing)}", file)
+    return arrays
 
 
 def forget_isolated_nodes(model: Recommender, before: Dataset, after: Dataset, seed: int) -> dict[str, int]:
