@@ -384,6 +384,14 @@ def test_a_json_out_that_cannot_be_written_fails_before_any_work(unlearned, clea
     assert not (work / "no-such-folder").exists()
 
 
+def test_audit_refuses_a_reference_that_is_not_a_retrain_of_the_residual(unlearned, clean, random_file):
+    out, _ = unlearned
+    result = invoke("audit", "--checkpoint", out, "--original", clean[0], "--request", random_file[0],
+                    "--retrain", clean[0], "--quiet")   # the original: it still holds the request
+    assert_input_error(result, f"--retrain {clean[0]} was trained on other data than {out}'s residual",
+                       "leave --retrain out")
+
+
 def test_audit_refuses_a_model_that_did_not_forget_this_request(clean, random_file):
     result = invoke("audit", "--checkpoint", clean[0], "--original", clean[0], "--request", random_file[0], "--quiet")
     assert_input_error(result, "not", "with exactly this request forgotten")

@@ -544,6 +544,11 @@ def audit(checkpoint: Path = typer.Option(..., help="unlearned model checkpoint"
     # scored as served: the items a take-down removed from the catalogue are never ranked
     unlearned, before = checkpoint_scorer(checkpoint, model), checkpoint_scorer(original, orig_model)
     if retrain is not None:
+        reference_meta = read_meta(retrain)
+        if reference_meta.get("train_hash") != data.train.hash:   # checked here to say which models disagree
+            fail(f"--retrain {retrain} was trained on other data than {checkpoint}'s residual (training sets "
+                 f"{reference_meta.get('train_hash')} and {data.train.hash}): pass a model retrained without exactly "
+                 "this request, or leave --retrain out to train one")
         reference, _, _, _ = load_checkpoint(retrain, data)
     else:
         # an independent retrain (another seed than the original's), trained or taken from the cache
