@@ -417,6 +417,12 @@ def test_a_request_of_every_training_interaction_is_refused_naming_the_request(c
     assert not out.exists()
 
 
+def test_a_negative_request_seed_is_refused_naming_the_option(work):
+    out = work / "negative-seed.json"
+    result = invoke("request", "make", "--spec", "random:0.01", "--seed", "-1", "--out", out)
+    assert result.exit_code == 2 and "--seed" in result.output and not out.exists()
+
+
 def test_adversarial_request_needs_the_clean_model(work):
     out = work / "no-model.json"
     result = invoke("request", "make", "--spec", "adversarial:1.0", "--out", out)

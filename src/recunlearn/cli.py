@@ -292,7 +292,7 @@ def request_make(spec: Optional[str] = typer.Option(None, help="draw a request: 
                                                           "folder, instead of --dataset"),
                  checkpoint: Optional[Path] = typer.Option(None, help="model whose data the request is for; "
                                                            "required for adversarial (the clean model)"),
-                 seed: int = typer.Option(0),
+                 seed: int = typer.Option(0, min=0, help="seed that draws the request"),
                  overwrite: bool = typer.Option(False, help="replace --out if it exists")):
     """Name what to erase (--user, --item, --pairs) or draw a request (--spec) and save it. A user or item
     erasure takes the subject's interactions out of every split: training edges are unlearned, validation and
