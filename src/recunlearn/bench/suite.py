@@ -327,13 +327,14 @@ def check_datasets(suite: Suite) -> None:
     one must be a registered dataset. For the registry's loader (`bench run`'s); reading the files is left
     to the run, since a large dataset takes a while."""
     from ..data.registry import existing_root, list_datasets
+    known = list_datasets()
     for entry in suite.datasets:
         if entry.path is not None:
             if not Path(entry.path).exists():
                 raise ConfigError(f"dataset {entry.name!r}: path {entry.path} does not exist: give your "
                                   "interaction file, or a folder with train and test files")
-        elif entry.name not in list_datasets():
-            raise ConfigError(f"unknown dataset {entry.name!r}; known datasets: {', '.join(list_datasets())} (or "
+        elif entry.name not in known:
+            raise ConfigError(f"unknown dataset {entry.name!r}; known datasets: {', '.join(known)} (or "
                               f"give your own files: {{name: {entry.name}, path: FILE}})")
     if any(entry.path is None for entry in suite.datasets):
         existing_root()   # a $RECUNLEARN_DATA that names no folder fails now

@@ -281,7 +281,10 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
-def load_tensors(path: str | Path, stem: str, remedy: str = "write the checkpoint again") -> dict | None:
+REWRITE = "write the checkpoint again"
+
+
+def load_tensors(path: str | Path, stem: str, remedy: str = REWRITE) -> dict | None:
     """The tensors saved as `stem` (None when there are none); `remedy`: what the error for a damaged file says."""
     file = Path(path) / f"{stem}.pt"
     return _torch_load(file, remedy) if file.is_file() else None
@@ -301,7 +304,7 @@ def error_reason(err: BaseException) -> str:
     return text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(err).__name__
 
 
-def _torch_load(file: Path, remedy: str = "write the checkpoint again"):
+def _torch_load(file: Path, remedy: str = REWRITE):
     """Plain tensors only (weights_only): damaged or code-carrying files give one clear error."""
     try:
         return torch.load(file, weights_only=True, map_location="cpu")   # a GPU-trained state too
