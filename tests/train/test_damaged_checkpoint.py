@@ -139,3 +139,22 @@ def test_resuming_from_a_damaged_state_says_to_start_over(trained, interrupted):
     line = assert_input_error(resume(trained, interrupted), f"{TRAINER_STATE}.pt", "damaged",
                               "train without --resume")
     assert "write the checkpoint again" not in line
+
+
+@pytest.mark.parametrize("file", ["config.json", "weights.pt", "train_edits.npz"])
+def test_a_file_that_cannot_be_read_for_want_of_permission_is_named_as_such(edited, monkeypatch, file):
+    """An access problem is not damage: the CLI says permission denied, not "write it again". Tests run as root,
+    where chmod does not deny, so opening the one file is patched."""
+    denied = edited / file
+    real_open = open
+
+    def guarded_open(name, *args, **kwargs):
+        if str(name) == str(denied):
+            raise PermissionError(13, "Permission denied", str(denied))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded_open)
+    monkeypatch.setattr("io.open", guarded_open)   # what pathlib opens with
+    result = invoke("evaluate", "--checkpoint", edited)
+    assert_input_error(result, str(denied), "permission denied")
+    assert "damaged" not in result.output and "write it again" not in result.output

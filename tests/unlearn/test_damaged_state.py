@@ -88,3 +88,23 @@ def test_a_state_kept_elsewhere_says_to_delete_it_and_prepare_again(saved, tmp_p
     (elsewhere / "unlearner.json").write_text("{")
     with pytest.raises(PreparedStateError, match="delete .*cache-entry and prepare it again"):
         Keeper.load(elsewhere, model, data, progress=False)
+
+
+@pytest.mark.parametrize("file", ["unlearner.json", "forgotten.npz", "weights.pt"])
+def test_a_file_that_cannot_be_read_for_want_of_permission_is_not_called_damaged(saved, monkeypatch, file):
+    """Deleting and preparing again would not help an access problem: the PermissionError is passed on (the CLI
+    names the file and the permissions). Tests run as root, where chmod does not deny, so opening is patched."""
+    path, _, model, data = saved
+    denied = path / file
+    real_open = open
+
+    def guarded_open(name, *args, **kwargs):
+        if str(name) == str(denied):
+            raise PermissionError(13, "Permission denied", str(denied))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded_open)
+    monkeypatch.setattr("io.open", guarded_open)   # what pathlib opens with
+    with pytest.raises(PermissionError) as err:
+        Keeper.load(path, model, data, progress=False)
+    assert err.value.filename == str(denied)

@@ -193,6 +193,8 @@ def _read_record(path: Path, meta: dict) -> tuple[Path, dict[str, np.ndarray]]:
     try:
         with np.load(record) as z:
             arrays = {key: z[key] for key in z.files}
+    except PermissionError:   # an access problem, not damage (see _torch_load)
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path}: the erasure record {record} is unreadable ({err}); restore it, or apply "
                               f"the requests again from {root}") from None
@@ -271,6 +273,8 @@ def read_meta(path: str | Path) -> dict:
                               "create one with `recunlearn train --out DIR`")
     try:
         meta = json.loads(file.read_text())
+    except PermissionError:   # an access problem, not damage (see _torch_load)
+        raise
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{file}: unreadable ({err}); the checkpoint is damaged: write it again") from None
     missing = [key for key in ("run", "data_hash", "train_hash") if key not in meta] if isinstance(meta, dict) \
@@ -308,6 +312,8 @@ def _torch_load(file: Path, remedy: str = REWRITE):
     """Plain tensors only (weights_only): damaged or code-carrying files give one clear error."""
     try:
         return torch.load(file, weights_only=True, map_location="cpu")   # a GPU-trained state too
+    except PermissionError:   # an access problem, not damage: the CLI names the file and the permissions
+        raise
     except pickle.UnpicklingError as err:
         if any(marker in str(err) for marker in _REFUSALS):
             raise CheckpointError(f"{file}: refused to load: it holds more than plain tensors (it could run code "
@@ -397,6 +403,8 @@ def apply_edits(path: Path, dataset: Dataset) -> Dataset:
         with np.load(file) as z:
             added = Interactions.from_arrays(z["added_users"], z["added_items"], n_users, n_items)
             removed = Interactions.from_arrays(z["removed_users"], z["removed_items"], n_users, n_items)
+    except PermissionError:   # an access problem, not damage (see _torch_load)
+        raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:   # DataError is a ValueError
         raise CheckpointError(f"{file}: unreadable training-set edits ({error_reason(err)}); the checkpoint is "
                               "damaged: write it again") from None

@@ -262,6 +262,8 @@ class Unlearner(ABC):
                 current.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
                 current.attach(build_graph(residual.train)).eval()
             self._load_extra(path, model, dataset)
+        except PermissionError:   # an access problem, not damage: deleting the state would not help
+            raise
         except _UNREADABLE as err:
             raise damaged_state(path, cls.name, err) from None
         self.state = self._restore(model, current, residual, forgotten)
@@ -321,6 +323,8 @@ def _read_state(path: Path, method: str) -> dict:
     file = path / STATE_FILE
     try:
         meta = json.loads(file.read_text())
+    except PermissionError:   # an access problem, not damage: deleting the state would not help
+        raise
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise damaged_state(path, method, err, file) from None
     keys = ("method", "config", "prepare_seconds", "original_train_hash")
@@ -335,6 +339,8 @@ def _read_arrays(file: Path, method: str, keys: tuple[str, ...] = ()) -> dict[st
     try:
         with np.load(file) as z:
             arrays = {key: z[key] for key in z.files}
+    except PermissionError:   # an access problem, not damage: deleting the state would not help
+        raise
     except (*_UNREADABLE, ValueError) as err:   # ValueError: numpy refusing a file that is no archive
         raise damaged_state(file.parent, method, err, file) from None
     missing = [key for key in keys if key not in arrays]
