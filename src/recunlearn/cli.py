@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -53,11 +55,22 @@ def guarded(fn):
     return wrapper
 
 
+@contextmanager
+def one_line_warnings():
+    """Warnings as one line on stderr, like the notes: the library's source line means nothing to a user. The
+    previous display comes back when the command ends."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_: err_console.print(f"warning: {message}", soft_wrap=True,
+                                                                    markup=False)
+        yield
+
+
 @app.callback()
-def main_options(threads: Optional[int] = typer.Option(
+def main_options(ctx: typer.Context, threads: Optional[int] = typer.Option(
         None, "--threads", min=1, help="torch threads for every command (default: torch's choice, which on a "
         "shared CPU can be much slower than 1 or 2)")):
     """Recommendation unlearning: train, unlearn, audit and benchmark recommenders."""
+    ctx.with_resource(one_line_warnings())
     if threads is not None:
         import torch
         torch.set_num_threads(threads)

@@ -2,6 +2,8 @@
 ml-100k end to end (the default dataset loader), resuming, and the report."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -9,6 +11,7 @@ from recunlearn.bench.results import read_rows
 from recunlearn.cli import app
 from cli_helpers import assert_input_error
 
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 SMALL = """
 name: cli
 datasets: [ml-100k]
@@ -132,3 +135,17 @@ def test_a_dataset_file_that_cannot_be_read_is_one_line_of_error(tmp_path, monke
     suite.write_text(SMALL.replace("datasets: [ml-100k]", f"datasets: [{{name: own, path: {data}}}]"))
     assert_input_error(invoke("bench", "run", suite, "--out", results, "--quiet"), "dataset 'own'", str(data))
     assert not results.exists()
+
+
+def test_a_line_cut_short_is_one_line_of_warning_and_the_rest_is_reported(tmp_path):
+    """An interrupted write leaves a last line cut short: the report skips it with one warning line that names
+    the file and line (not Python's two-line warning with a source line of the library)."""
+    rows = [line for line in (RESULTS / "baselines-quick.jsonl").read_text().splitlines() if line.strip()]
+    results = tmp_path / "r.jsonl"
+    results.write_text("\n".join(rows) + "\n" + rows[0][: len(rows[0]) // 2])
+    result = invoke("bench", "report", results, "--out", tmp_path / "report", "--no-plots")
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if "not a complete JSON line" in line]
+    assert warned == [f"warning: {results}, line {len(rows) + 1}: not a complete JSON line (an interrupted "
+                      "write?); skipped"], result.output
+    assert "warnings.warn" not in result.output and (tmp_path / "report" / "report.md").is_file()
