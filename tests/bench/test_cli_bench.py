@@ -2,6 +2,7 @@
 ml-100k end to end (the default dataset loader), resuming, and the report."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,26 @@ def test_a_results_line_that_is_not_a_result_is_one_line_naming_its_file_and_lin
     results.write_text(f"{OLDER_RECORD}\n{line}\n")
     assert_input_error(invoke("bench", "report", results, "--out", out), f"{results}:2: ", problem)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("key, value, problem", [("metrics", 5, "`metrics` should be an object, found the number 5"),
+                                                ("timings", [], "`timings` should be an object, found an array"),
+                                                ("stream", "x", "`stream` should be an object or null"),
+                                                ("seed", True, "`seed` should be an integer, found true"),
+                                                ("seed", 1.5, "`seed` should be an integer, found the number 1.5")])
+def test_a_result_line_with_a_value_of_the_wrong_type_is_one_line_of_error(tmp_path, key, value, problem):
+    """The report would otherwise fail deep inside with a traceback (or count True as seed 1)."""
+    row = json.loads((RESULTS / "baselines-quick.jsonl").read_text().splitlines()[0])
+    results, out = tmp_path / "r.jsonl", tmp_path / "report"
+    results.write_text(json.dumps({**row, key: value}) + "\n")
+    assert_input_error(invoke("bench", "report", results, "--out", out), f"{results}:1: ", problem)
+    assert not out.exists()
+
+
+def test_every_recorded_results_file_reads():
+    """The committed results (the figures of BENCHMARKS.md) pass the same checks as new ones."""
+    for path in sorted(RESULTS.glob("*.jsonl")):
+        read_rows(path)
 
 
 def test_a_report_without_result_lines_leaves_no_folder(tmp_path):

@@ -22,6 +22,12 @@ FIELDS = ("schema", "suite", "unit", "role", "dataset", "split_hash", "data_hash
           "retrain_seed", "reference_seed", "stream", "metrics", "timings", "reused", "reused_from", "models",
           "code_version", "machine", "load", "date", "versions")
 
+# The JSON types of the keys the runner and the report read as containers or counts.
+SHAPES = {"metrics": (dict,), "timings": (dict,), "reused": (dict,), "reused_from": (dict,), "run": (dict,),
+          "models": (dict,), "load": (dict,), "method_config": (dict, None), "stream": (dict, None),
+          "seed": (int,), "request_size": (int,)}
+_KIND_NAMES = {dict: "an object", int: "an integer"}
+
 
 def append_row(path: str | Path, row: dict) -> None:
     """Append one result line (a complete line or nothing: see the module notes)."""
@@ -86,6 +92,12 @@ def check_row(row, where: str) -> None:
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ResultsError(f"{where}: the result line lacks {shown}: {fix}")
+    for key, kinds in SHAPES.items():
+        value = row[key]
+        if not any(value is None if kind is None else isinstance(value, kind) and not isinstance(value, bool)
+                   for kind in kinds):
+            expected = " or ".join("null" if kind is None else _KIND_NAMES[kind] for kind in kinds)
+            raise ResultsError(f"{where}: `{key}` should be {expected}, found {_json_kind(value)}: {fix}")
 
 
 def _json_kind(value) -> str:
@@ -93,7 +105,7 @@ def _json_kind(value) -> str:
         return json.dumps(value)
     if isinstance(value, (int, float)):
         return f"the number {value}"
-    return {list: "an array", str: "a string"}.get(type(value), type(value).__name__)
+    return {list: "an array", str: "a string", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def finished_units(path: str | Path) -> set[str]:
