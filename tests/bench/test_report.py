@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 
@@ -96,3 +97,100 @@ def test_the_difference_attack_is_a_column(tiny_run, tmp_path):
     assert all(0.0 <= float(cell["difference-attack AUC"].split(" ")[0]) <= 1.0 for cell in cells.values()
                if cell["difference-attack AUC"] != "-")
     assert float(cells["suppress"]["difference-attack AUC"].split(" ")[0]) > 0.9   # hidden scores dropped to the floor
+
+
+# ------------------------------------------------------------------------------- rows the rules single out
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def finetune_cell(text: str, column: str) -> str:
+    cells = {row[0]: dict(zip(TABLE_COLUMNS, row)) for row in table_rows(text, "tiny / lightgcn / random:0.05")}
+    return cells["finetune"][column]
+
+
+@pytest.mark.parametrize("newer_first", [True, False])
+def test_a_unit_run_twice_is_read_from_its_newest_line_whatever_the_order_of_the_files(tiny_run, tmp_path,
+                                                                                         newer_first):
+    """An older run of the same unit (another code version, an older file named beside the newer one) is set
+    aside by date, not by which file comes last, and the report says how many lines it set aside."""
+    older = copy.deepcopy(tiny_run.rows)
+    for row in older:
+        row["date"], row["code_version"] = "2000-01-01T00:00:00+00:00", "0.0.1+old"
+        row["metrics"]["mia_auc_gap"] = 0.987   # what a stale run would say
+    files = [write_rows(tmp_path / "newer.jsonl", tiny_run.rows), write_rows(tmp_path / "older.jsonl", older)]
+    text = write_report(files if newer_first else files[::-1], tmp_path / "out", plots=False).read_text()
+    assert "0.987" not in finetune_cell(text, "MIA gap")
+    assert f"Set aside: {len(older)} older line(s)" in text and "0.0.1+old" in text
+
+
+def test_the_noise_floor_compares_retrains_of_one_request_only(tiny_run):
+    """Floor retrains of another request seed (a rerun with another first seed) are not paired with these: the
+    floor stays the spread among the retrains of one residual."""
+    group = copy.deepcopy(aggregate.groups(tiny_run.rows)[0])
+    alone = aggregate.noise_floor(group)
+    others = copy.deepcopy(group.retrains[:2])
+    for row in others:
+        row["seed"], row["metrics"]["mia_auc"] = 7, 0.0   # far from every retrain of the first request
+    group.retrains += others
+    mixed = aggregate.noise_floor(group)
+    assert mixed["mia_auc"] == alone["mia_auc"] and mixed["seeds"] == alone["seeds"]
+    assert mixed["request_seed"] == alone["request_seed"] == 0
+
+
+def test_the_largest_gap_leaves_out_what_a_row_did_not_measure():
+    """A retrain without a MIA AUC (written as null, or NaN) neither breaks the floor nor, by its position,
+    changes it."""
+    assert aggregate.max_pairwise_gap([float("nan"), 0.5, 0.6]) == pytest.approx(0.1)
+    assert aggregate.max_pairwise_gap([0.5, 0.6, float("nan")]) == pytest.approx(0.1)
+    assert aggregate.max_pairwise_gap([None, 0.5, 0.6]) == pytest.approx(0.1)
+    assert math.isnan(aggregate.max_pairwise_gap([None, 0.5]))
+
+
+def test_a_floor_from_fewer_than_three_retrains_says_so(tiny_run, tmp_path):
+    rows = [row for row in tiny_run.rows if not (row["role"] == "noise_floor" and row["retrain_seed"] == 3)]
+    text = write_report(write_rows(tmp_path / "two.jsonl", rows), tmp_path / "out", plots=False).read_text()
+    assert text.count("Only 2 retrains: evaluation.md rule 2 asks for 3 at least.") == 2
+    full = write_report(tiny_run.path, tmp_path / "full", plots=False).read_text()
+    assert "retrains: evaluation.md rule 2" not in full
+
+
+def test_rows_from_several_machines_are_named_and_a_method_timed_away_from_its_reference_breaks_rule_3(
+        tiny_run, tmp_path):
+    one = write_report(tiny_run.path, tmp_path / "one", plots=False).read_text()
+    assert "machines (" not in one and "another machine" not in one
+    rows = copy.deepcopy(tiny_run.rows)
+    for row in rows:
+        if row["seed"] == 1:   # seed 1 ran elsewhere, whole
+            row["machine"] = "Other CPU, 2 cores, torch (1 threads), device cpu, 2026-01-01"
+    text = write_report(write_rows(tmp_path / "two.jsonl", rows), tmp_path / "two", plots=False).read_text()
+    assert "Rows from 2 machines" in text and "rule 3 broken): finetune" not in text
+    for row in rows:
+        if row["seed"] == 1 and row["method"] == "finetune":   # now only the method, not its reference
+            row["machine"] = tiny_run.rows[0]["machine"]
+    text = write_report(write_rows(tmp_path / "three.jsonl", rows), tmp_path / "three", plots=False).read_text()
+    assert "Timed on another machine than their reference (evaluation.md rule 3 broken): finetune, seed 1" in text
+
+
+def test_a_reused_timing_without_its_provenance_is_not_taken_as_comparable(tiny_run, tmp_path):
+    rows = copy.deepcopy(tiny_run.rows)
+    edited = next(row for row in rows if row["role"] == "method" and row["method"] == "finetune")
+    edited["reused"]["unlearn"], edited["reused_from"] = True, {}
+    text = write_report(write_rows(tmp_path / "r.jsonl", rows), tmp_path / "out", plots=False).read_text()
+    assert (f"finetune unlearn, seed {edited['seed']}: where and under what load it was timed is not recorded"
+            in text)
+
+
+def test_a_stream_retrain_that_reuses_a_timing_records_where_it_was_timed(tiny_run):
+    """The stream's Retrain row carries the provenance of a reused checkpoint timing, as a batch row does, so the
+    report can check it (evaluation.md rule 3)."""
+    streams = [row for row in tiny_run.rows if row["role"] == "stream" and row["method"] == "retrain"]
+    # the last checkpoint's cumulative set is the batch request, whose retrain the cache already holds
+    assert any(mark["reused"] for row in streams for mark in row["stream"]["checkpoints"])
+    for row in streams:
+        reused = [mark for mark in row["stream"]["checkpoints"] if mark["reused"]]
+        assert row["reused"]["unlearn"] == bool(reused)
+        if reused:
+            assert "comparable" in row["reused_from"]["unlearn"]

@@ -1,8 +1,9 @@
 """Result lines grouped for the report's tables and plots: one group per (suite, dataset, backbone, request),
 means and spreads over seeds, and the noise floor of each group.
 
-Spreads are sample standard deviations (ddof = 1) over the seeds. When a results file holds several runs of
-the same unit (a rerun after a code change), the last line is the one used.
+Spreads are sample standard deviations (ddof = 1) over the seeds. When the results hold several runs of the
+same unit (a rerun after a code change, or an older file named beside a newer one), the newest line by date is
+the one used, whatever the order of the files, and the report counts the lines it set aside.
 """
 from __future__ import annotations
 
@@ -45,15 +46,28 @@ class StreamGroup:
         return f"{self.dataset} / {self.backbone} / {self.request}, stream of {self.parts}"
 
 
+def unit_identity(row: dict) -> tuple:
+    return (row["suite"], row["role"], row["dataset"], row["backbone"], row["request"], row["seed"],
+            row["method"], row.get("retrain_seed"), (row.get("stream") or {}).get("parts"))
+
+
 def latest(rows: list[dict]) -> list[dict]:
-    """One line per unit identity (the last one written), in the order of first appearance."""
+    """One line per unit identity (the newest by date; of equal dates, the last one read), in the order of
+    first appearance."""
     keyed: dict[tuple, dict] = {}
     for row in rows:
         if row.get("schema") is None:   # not a harness line (older free-form records)
             continue
-        keyed[(row["suite"], row["role"], row["dataset"], row["backbone"], row["request"], row["seed"],
-               row["method"], row.get("retrain_seed"), (row.get("stream") or {}).get("parts"))] = row
+        key = unit_identity(row)
+        if key not in keyed or str(row.get("date") or "") >= str(keyed[key].get("date") or ""):
+            keyed[key] = row
     return list(keyed.values())
+
+
+def superseded(rows: list[dict]) -> list[dict]:
+    """The harness lines that `latest` sets aside: older runs of a unit that a newer line replaces."""
+    kept = {id(row) for row in latest(rows)}
+    return [row for row in rows if row.get("schema") is not None and id(row) not in kept]
 
 
 def groups(rows: list[dict]) -> list[Group]:
@@ -105,7 +119,7 @@ def noise_floor(group: Group) -> dict | None:
     """The spread between independent retrains on the same residual (evaluation.md rule 2): the largest
     |MIA AUC(retrain a) − MIA AUC(retrain b)| and the sample std of Recall@20; also the largest forget-rank
     difference and the lowest top-20 Jaccard of a retrain against the reference."""
-    retrains = group.retrains
+    retrains = floor_retrains(group.retrains)
     if len(retrains) < 2:
         return None
     # a request without edges (a modality constraint) has utility only: its forgetting floors are NaN
@@ -119,8 +133,19 @@ def noise_floor(group: Group) -> dict | None:
             "forget_rank": max_pairwise_gap(ranks), "jaccard": min(jaccard) if jaccard else float("nan")}
 
 
-def max_pairwise_gap(numbers: list[float]) -> float:
-    return max((abs(a - b) for a, b in itertools.combinations(numbers, 2)), default=float("nan"))
+def floor_retrains(retrains: list[dict]) -> list[dict]:
+    """The retrains of one request: the floor compares retrains of the same residual, so when the results
+    hold floor retrains of several request seeds, those of the seed with the most (the lowest seed on a tie)."""
+    by_seed: dict[int, list[dict]] = {}
+    for row in retrains:
+        by_seed.setdefault(row["seed"], []).append(row)
+    return max(sorted(by_seed.items()), key=lambda item: len(item[1]), default=(None, []))[1]
+
+
+def max_pairwise_gap(numbers: list) -> float:
+    """The largest |a − b| over pairs of the measured values (None and NaN, a measure a row lacks, left out)."""
+    found = [float(n) for n in numbers if n is not None and np.isfinite(n)]
+    return max((abs(a - b) for a, b in itertools.combinations(found, 2)), default=float("nan"))
 
 
 def tolerance(floor: float | None) -> float:

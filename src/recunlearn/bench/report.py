@@ -55,18 +55,25 @@ def write_report(results: str | Path | list[str | Path], out: str | Path, plots:
     if plots:
         from .plots import write_plots   # matplotlib only when plotting
         images = write_plots(batch, streams, out)
-    text = render(batch, streams, images, files)
+    text = render(batch, streams, images, files, aggregate.superseded(rows))
     path = out / "report.md"
     path.write_text(text)
     return path
 
 
-def render(batch: list[Group], streams: list[StreamGroup], images: list[Path], files: list) -> str:
+def render(batch: list[Group], streams: list[StreamGroup], images: list[Path], files: list,
+           set_aside: list[dict] = ()) -> str:
     lines = [f"# Benchmark report: {', '.join(sorted({g.suite for g in [*batch, *streams]}))}", "",
              f"From {', '.join(str(f) for f in files)}. Cells are mean ± std over seeds (sample std). Utility: "
              "full ranking on the test set with the residual training and validation items masked; forgetting "
              "measured against the Retrain reference (an independent retrain with another seed). Unlearn seconds: "
-             "from the `unlearn` call to the first answered query, the same clock for every method.", ""]
+             "from the `unlearn` call to the first answered query, the same clock for every method. Speed-up: "
+             "Retrain's seconds over the method's, per seed, then averaged; n* (requests to pay back preparation): "
+             "mean prepare / (mean Retrain − mean request).", ""]
+    if set_aside:
+        codes = ", ".join(sorted({row["code_version"] for row in set_aside}))
+        lines += [f"Set aside: {len(set_aside)} older line(s) of units that newer lines of these results replace "
+                  f"(the newest by date is used; the older ones are of code {codes}).", ""]
     for group in batch:
         lines += group_table(group)
     for group in streams:
@@ -80,7 +87,8 @@ def render(batch: list[Group], streams: list[StreamGroup], images: list[Path], f
 
 def group_table(group: Group) -> list[str]:
     floor = noise_floor(group)
-    lines = [f"## {group.title} ({group.suite})", "", context_line(group.rows), "", floor_line(floor), ""]
+    lines = [f"## {group.title} ({group.suite})", "", context_line(group.rows), "", floor_line(floor), "",
+             *machine_lines(group.rows)]
     seeds = {row["seed"] for row in group.rows}
     if len(seeds) < HEADLINE_SEEDS:
         lines += [f"Only {len(seeds)} seed(s): not a headline table (evaluation.md rule 6 asks for "
@@ -146,7 +154,32 @@ def floor_line(floor: dict | None) -> str:
             f"seeds {', '.join(map(str, floor['seeds']))}): max |ΔMIA AUC| = {floor['mia_auc']:.4f}, Recall@20 std "
             f"= {floor['Recall@20_std']:.4f}, max |Δforget rank| = {floor['forget_rank']:.4f}, lowest Jaccard@20 "
             f"between retrains = {fmt(floor['jaccard'], digits=3)}. A target \"within X of Retrain\" means within "
-            f"max(X, floor): MIA gaps within ±{tolerance(floor['mia_auc']):.3f}.")
+            f"max(X, floor): MIA gaps within ±{tolerance(floor['mia_auc']):.3f}."
+            + (f" Only {floor['retrains']} retrains: evaluation.md rule 2 asks for {HEADLINE_SEEDS} at least."
+               if floor["retrains"] < HEADLINE_SEEDS else ""))
+
+
+def machine_of(row: dict) -> str:
+    """The machine line without its date: what two timings must share to compare."""
+    return row["machine"].rsplit(", ", 1)[0]
+
+
+def machine_lines(rows: list[dict]) -> list[str]:
+    """Evaluation.md rule 3 (the same machine) where a table's rows come from several: a method timed on
+    another machine than its seed's reference breaks it; seeds on different machines make the mean seconds and
+    n* mix machines, while each speed-up still compares one seed's timings."""
+    machines = sorted({machine_of(row) for row in rows})
+    if len(machines) < 2:
+        return []
+    references = {row["seed"]: machine_of(row) for row in rows if row["role"] == "reference"}
+    broken = sorted({f"{row['method']}, seed {row['seed']}" for row in rows if row["role"] == "method"
+                     and row["seed"] in references and machine_of(row) != references[row["seed"]]})
+    out = [f"Rows from {len(machines)} machines ({'; '.join(machines)}): each speed-up compares timings of "
+           "one seed, but the mean seconds and n* mix machines.", ""]
+    if broken:
+        out[0:0] = [f"Timed on another machine than their reference (evaluation.md rule 3 broken): "
+                    f"{'; '.join(broken)}.", ""]
+    return out
 
 
 def context_line(rows: list[dict]) -> str:
@@ -171,7 +204,10 @@ def timing_lines(rows: list[dict]) -> list[str]:
             reused.append(f"{label} {what.replace('_', ' ')} ({len(hits)} of {len(mine)} seeds)")
             for row in hits:
                 origin = row["reused_from"].get(what)
-                if origin is not None and not origin.get("comparable"):
+                if origin is None:
+                    breaks.append(f"{label} {what.replace('_', ' ')}, seed {row['seed']}: where and under what "
+                                  "load it was timed is not recorded")
+                elif not origin.get("comparable"):
                     breaks.append(f"{label} {what.replace('_', ' ')}, seed {row['seed']}: {origin.get('why')}")
         cut, _, _ = mean_std(mine, "excluded", "timings")
         if math.isfinite(cut) and cut > 0.01:

@@ -275,11 +275,15 @@ class Runner:
         marks = [{"step": step, "forgotten": len(forgotten), "metrics": ref.metrics, "seconds": ref.timings["unlearn"],
                   "reused": ref.reused_from is not None} for step, forgotten, ref in checkpoints]
         last = checkpoints[-1][2]
+        # one provenance for the row: the first reused timing that is not comparable, else the last reused one
+        origins = [ref.reused_from for _, _, ref in checkpoints if ref.reused_from is not None]
+        origin = next((o for o in origins if not o.get("comparable")), origins[-1] if origins else None)
         return {"kind": last.result.kind, "method_config": {"seed": reference_seed(unit.seed)},
                 "metrics": last.metrics,
                 "timings": {"unlearn": last.timings["unlearn"], "per_checkpoint": [m["seconds"] for m in marks]},
-                "reused": {"unlearn": any(m["reused"] for m in marks), "prepare": False},
-                "reused_from": {}, "stream": {"parts": unit.parts, "checkpoints": marks}}
+                "reused": {"unlearn": origin is not None, "prepare": False},
+                "reused_from": {"unlearn": origin} if origin else {},
+                "stream": {"parts": unit.parts, "checkpoints": marks}}
 
     # --- checks and the common fields ---------------------------------------------------------------
     def _check_residual(self, unit: Unit, result: UnlearnResult, residual) -> None:
