@@ -194,3 +194,20 @@ def test_a_stream_retrain_that_reuses_a_timing_records_where_it_was_timed(tiny_r
         assert row["reused"]["unlearn"] == bool(reused)
         if reused:
             assert "comparable" in row["reused_from"]["unlearn"]
+
+
+def test_the_stream_table_carries_the_forget_rank_of_each_checkpoint(report, tiny_run):
+    """Each stream row shows the checkpoint's forget-set rank (evaluation.md rule 5 holds for streams too), the
+    mean over seeds of the recorded values at that step."""
+    _, text = report
+    stream = aggregate.stream_groups(tiny_run.rows)[0]
+    rows = table_rows(text, stream.title)
+    assert all(len(row) == len(STREAM_COLUMNS) for row in rows)
+    for label in aggregate.methods(stream.rows):
+        runs = aggregate.by_method(stream.rows, label)
+        mine = [dict(zip(STREAM_COLUMNS, row)) for row in rows if row[0] == label]
+        assert len(mine) == len(runs[0]["stream"]["checkpoints"])
+        for position, cells in enumerate(mine):
+            values = [run["stream"]["checkpoints"][position]["metrics"]["forget_rank_pct"] for run in runs]
+            assert cells["forget rank"].startswith(f"{sum(values) / len(values):.3f}")
+    assert "no noise floor of its own" in text
