@@ -9,7 +9,7 @@ import math
 import pytest
 
 from recunlearn.bench import aggregate
-from recunlearn.bench.report import NOT_EVIDENCE, STREAM_COLUMNS, TABLE_COLUMNS, write_report
+from recunlearn.bench.report import NOT_COMPARABLE, NOT_EVIDENCE, STREAM_COLUMNS, TABLE_COLUMNS, write_report
 
 PLOTS = ("utility_vs_time.png", "mia_gap.png", "stream_utility.png", "total_cost.png")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -211,3 +211,36 @@ def test_the_stream_table_carries_the_forget_rank_of_each_checkpoint(report, tin
             values = [run["stream"]["checkpoints"][position]["metrics"]["forget_rank_pct"] for run in runs]
             assert cells["forget rank"].startswith(f"{sum(values) / len(values):.3f}")
     assert "no noise floor of its own" in text
+
+
+def test_timing_cells_resting_on_a_non_comparable_reused_timing_are_marked(tiny_run, tmp_path, report):
+    """A reused timing that rule 3 does not allow marks the cells computed from it, and only those: the method's
+    own seconds, speed-up and n*; a Retrain reference's marks its seconds and every method's speed-up."""
+    title = "tiny / lightgcn / random:0.05"
+    assert NOT_COMPARABLE not in report[1]          # the tiny run's reuses are its own measurements
+
+    def cells_after(edit) -> dict:
+        rows = copy.deepcopy(tiny_run.rows)
+        edit(next(row for row in rows if row["role"] == edit.role and row["request"] == "random:0.05"))
+        folder = tmp_path / edit.role
+        text = write_report(write_rows(folder.with_suffix(".jsonl"), rows), folder, plots=False).read_text()
+        assert "the cell's seconds include a timing reused from a cache" in text
+        return {row[0]: dict(zip(TABLE_COLUMNS, row)) for row in table_rows(text, title)}
+
+    def not_comparable(row):
+        row["reused"]["unlearn"] = True
+        row["reused_from"] = {"unlearn": {"comparable": False, "why": "timed under load 0.1, now 3.0"}}
+
+    not_comparable.role = "method"
+    cells = cells_after(not_comparable)
+    edited = next(label for label, row in cells.items() if NOT_COMPARABLE in row["unlearn s"])
+    assert NOT_COMPARABLE in cells[edited]["speed-up"]
+    assert all(NOT_COMPARABLE not in value for label, row in cells.items() if label != edited
+               for value in row.values())
+
+    not_comparable.role = "reference"
+    cells = cells_after(not_comparable)
+    assert NOT_COMPARABLE in cells["retrain"]["unlearn s"] and NOT_COMPARABLE not in cells["retrain"]["speed-up"]
+    for label in ("finetune", "suppress"):
+        assert NOT_COMPARABLE in cells[label]["speed-up"] and NOT_COMPARABLE not in cells[label]["unlearn s"]
+    assert all(NOT_COMPARABLE not in value for value in cells["original"].values())

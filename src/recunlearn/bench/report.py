@@ -36,6 +36,12 @@ FLAGGED = {"MIA gap": "mia_auc_gap", "learned-attack gap": "mia_learned_auc_gap"
 STREAM_COLUMNS = ["method", "step", "forgotten", "Recall@20", "× Retrain", "MIA gap", "over-forgetting",
                   "forget rank", "Jaccard@20", "cumulative s"]
 NOT_EVIDENCE = "not evidence"
+# Beside a timing cell whose seconds include a reused timing that rule 3 does not allow (named below the table).
+NOT_COMPARABLE = "†"
+# The timing cells, by header, and the timings each one is computed from ("reference": the Retrain reference's
+# unlearn seconds of the same seed).
+TIMING_SOURCES = {"unlearn s": ("unlearn",), "speed-up": ("unlearn", "reference"), "prepare s": ("prepare",),
+                  "n*": ("prepare", "unlearn", "reference")}
 HEADLINE_SEEDS = 3
 
 
@@ -95,11 +101,20 @@ def group_table(group: Group) -> list[str]:
                   f"{HEADLINE_SEEDS} at least).", ""]
     reference = by_method(group.rows, "retrain")
     retrain_seconds = mean_std(reference, "unlearn", "timings")[0]
+    reference_broken = {row["seed"] for row in reference if not _comparable(row, "unlearn")}
     table = [TABLE_COLUMNS, ["---"] * len(TABLE_COLUMNS)]
     notes = []
+    marked = False
     for label in methods(group.rows):
         rows = by_method(group.rows, label)
         cells = method_cells(rows, retrain_seconds)
+        for header, sources in TIMING_SOURCES.items():
+            column = TABLE_COLUMNS.index(header)
+            if rows[0]["role"] == "reference" and "reference" in sources:
+                continue   # the reference against itself: 1.0 whatever its seconds
+            if cells[column] not in ("-", "never") and _timing_broken(rows, sources, reference_broken):
+                cells[column] += f" {NOT_COMPARABLE}"
+                marked = True
         if rows[0]["kind"] == "control":
             passed = [header for header, key in FLAGGED.items() if passes(rows, floor)[key]]
             for header in passed:
@@ -110,8 +125,25 @@ def group_table(group: Group) -> list[str]:
                              f"{', '.join(passed)}: in this setting {these} {NOT_EVIDENCE} of forgetting.")
         table.append(cells)
     lines += ["| " + " | ".join(row) + " |" for row in table]
+    if marked:
+        notes.append(f"{NOT_COMPARABLE}: the cell's seconds include a timing reused from a cache that evaluation.md "
+                     "rule 3 does not allow (listed below): read it as indicative only.")
     lines += ["", *notes, *timing_lines(group.rows), *settings_lines(group.rows), *check_lines(group.rows), ""]
     return [line for line in lines if line is not None]
+
+
+def _comparable(row: dict, what: str) -> bool:
+    """Whether `row`'s timing `what` was measured in its run, or reused where rule 3 allows it."""
+    if not row["reused"].get(what):
+        return True
+    origin = row["reused_from"].get(what)
+    return bool(origin and origin.get("comparable"))
+
+
+def _timing_broken(rows: list[dict], sources: tuple[str, ...], reference_broken: set) -> bool:
+    """Whether any seed's value in a timing cell rests on a reused timing that is not comparable."""
+    return any(row["seed"] in reference_broken if what == "reference" else not _comparable(row, what)
+               for row in rows for what in sources)
 
 
 def method_cells(rows: list[dict], retrain_seconds: float) -> list[str]:
