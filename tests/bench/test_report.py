@@ -244,3 +244,20 @@ def test_timing_cells_resting_on_a_non_comparable_reused_timing_are_marked(tiny_
     for label in ("finetune", "suppress"):
         assert NOT_COMPARABLE in cells[label]["speed-up"] and NOT_COMPARABLE not in cells[label]["unlearn s"]
     assert all(NOT_COMPARABLE not in value for value in cells["original"].values())
+
+
+def test_training_settings_are_compared_with_the_defaults_the_rows_ran_with(tiny_run, tmp_path):
+    """A default changed since a run must not make its suite's settings look like overrides (or hide one): the
+    report compares with the defaults each row records, and says so where a row does not record them."""
+    rows = copy.deepcopy(tiny_run.rows)
+    assert all(row["train_defaults"]["lr"] is not None for row in rows)
+    suite_lr = rows[0]["run"]["train"]["lr"]
+    for row in rows:
+        row["train_defaults"]["lr"] = suite_lr          # the defaults of that day had the suite's lr
+    text = write_report(write_rows(tmp_path / "same.jsonl", rows), tmp_path / "same", plots=False).read_text()
+    line = next(line for line in text.splitlines() if line.startswith("Backbone training settings"))
+    assert f"lr={suite_lr}" not in line and "current defaults" not in line
+    for row in rows:
+        del row["train_defaults"]                        # lines written before the defaults were recorded
+    text = write_report(write_rows(tmp_path / "old.jsonl", rows), tmp_path / "old", plots=False).read_text()
+    assert "compared with the current defaults" in text

@@ -258,12 +258,17 @@ def timing_lines(rows: list[dict]) -> list[str]:
 def settings_lines(rows: list[dict]) -> list[str]:
     """The settings that differ from the library's defaults (evaluation.md rule 1: the report says where
     every non-default setting came from; here, the suite file)."""
-    from ..train.config import TrainConfig
-    defaults = TrainConfig().model_dump(mode="json")
+    # Against the defaults of the code that ran (recorded in each row); older rows lack them, so today's stand in.
+    defaults = rows[0].get("train_defaults")
+    compared = ""
+    if defaults is None:
+        from ..train.config import TrainConfig
+        defaults = TrainConfig().model_dump(mode="json")
+        compared = " (compared with the current defaults: these rows do not record the defaults they ran with)"
     train = rows[0]["run"]["train"]
     changed = [f"{key}={value}" for key, value in train.items()
                if key not in ("seed", "threads") and value != defaults.get(key)]
-    out = [f"Backbone training settings from the suite file: {', '.join(changed) or 'the defaults'}."]
+    out = [f"Backbone training settings from the suite file: {', '.join(changed) or 'the defaults'}{compared}."]
     methods_changed = []
     for label in methods(rows):
         first = by_method(rows, label)[0]

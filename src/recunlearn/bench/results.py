@@ -25,7 +25,8 @@ FIELDS = ("schema", "suite", "unit", "role", "dataset", "split_hash", "data_hash
 # The JSON types of the keys the runner and the report read as containers or counts.
 SHAPES = {"metrics": (dict,), "timings": (dict,), "reused": (dict,), "reused_from": (dict,), "run": (dict,),
           "models": (dict,), "load": (dict,), "method_config": (dict, None), "stream": (dict, None),
-          "seed": (int,), "request_size": (int,)}
+          "seed": (int,), "request_size": (int,),
+          "train_defaults": (dict, None)}   # optional: lines written before it was recorded lack it
 _KIND_NAMES = {dict: "an object", int: "an integer"}
 
 
@@ -93,7 +94,7 @@ def check_row(row, where: str) -> None:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ResultsError(f"{where}: the result line lacks {shown}: {fix}")
     for key, kinds in SHAPES.items():
-        value = row[key]
+        value = row.get(key)   # every key of FIELDS is present by now; the others are optional
         if not any(value is None if kind is None else isinstance(value, kind) and not isinstance(value, bool)
                    for kind in kinds):
             expected = " or ".join("null" if kind is None else _KIND_NAMES[kind] for kind in kinds)

@@ -21,7 +21,7 @@ import torch
 
 from ..data.interactions import DataError, Interactions
 from ..data.requests import Request
-from ..train.config import RunConfig
+from ..train.config import RunConfig, TrainConfig
 from ..train.version import TRAINING_PACKAGES, code_version
 from ..unlearn.base import UnlearnResult
 from . import provenance
@@ -304,7 +304,8 @@ class Runner:
             models.update(selector=fingerprint(setting.selector.model), selector_seed=setting.seed)
         return {"schema": SCHEMA, "suite": self.suite.name, "unit": key, "role": unit.role,
                 "dataset": unit.dataset, "split_hash": setting.residual.origin_hash, "data_hash": setting.data.hash,
-                "backbone": unit.backbone, "run": setting.run.model_dump(mode="json"), "request": unit.request,
+                "backbone": unit.backbone, "run": setting.run.model_dump(mode="json"),
+                "train_defaults": TrainConfig().model_dump(mode="json"), "request": unit.request,
                 "request_kind": setting.request.kind, "request_size": len(setting.request),
                 "seed": unit.seed, "method": unit.label,
                 "method_name": "original" if unit.method is None else unit.method.name,
