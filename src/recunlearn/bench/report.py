@@ -73,7 +73,9 @@ def render(batch: list[Group], streams: list[StreamGroup], images: list[Path], f
              f"From {', '.join(str(f) for f in files)}. Cells are mean ± std over seeds (sample std). Utility: "
              "full ranking on the test set with the residual training and validation items masked; forgetting "
              "measured against the Retrain reference (an independent retrain with another seed). Unlearn seconds: "
-             "from the `unlearn` call to the first answered query, the same clock for every method. Speed-up: "
+             "from the `unlearn` call to the first answered query, the same clock for every method. × Retrain: the "
+             "method's Recall@20 over Retrain's (evaluation.md's relative change (method − retrain) / retrain is "
+             "this minus 1). Speed-up: "
              "Retrain's seconds over the method's, per seed, then averaged; n* (requests to pay back preparation): "
              "mean prepare / (mean Retrain − mean request).", ""]
     if set_aside:
