@@ -134,12 +134,19 @@ def group_table(group: Group) -> list[str]:
     return [line for line in lines if line is not None]
 
 
-def _comparable(row: dict, what: str) -> bool:
-    """Whether `row`'s timing `what` was measured in its run, or reused where rule 3 allows it."""
+def _reuse_break(row: dict, what: str) -> str | None:
+    """Why `row`'s timing `what` breaks rule 3 (reused from a cache where it may not stand in), or None when it
+    was measured in its run or reused comparably."""
     if not row["reused"].get(what):
-        return True
+        return None
     origin = row["reused_from"].get(what)
-    return bool(origin and origin.get("comparable"))
+    if origin is None:
+        return "where and under what load it was timed is not recorded"
+    return None if origin.get("comparable") else origin.get("why") or "not comparable (no reason recorded)"
+
+
+def _comparable(row: dict, what: str) -> bool:
+    return _reuse_break(row, what) is None
 
 
 def _timing_broken(rows: list[dict], sources: tuple[str, ...], reference_broken: set) -> bool:
@@ -236,13 +243,8 @@ def timing_lines(rows: list[dict]) -> list[str]:
             if not hits:
                 continue
             reused.append(f"{label} {what.replace('_', ' ')} ({len(hits)} of {len(mine)} seeds)")
-            for row in hits:
-                origin = row["reused_from"].get(what)
-                if origin is None:
-                    breaks.append(f"{label} {what.replace('_', ' ')}, seed {row['seed']}: where and under what "
-                                  "load it was timed is not recorded")
-                elif not origin.get("comparable"):
-                    breaks.append(f"{label} {what.replace('_', ' ')}, seed {row['seed']}: {origin.get('why')}")
+            breaks += [f"{label} {what.replace('_', ' ')}, seed {row['seed']}: {why}"
+                       for row in hits if (why := _reuse_break(row, what)) is not None]
         cut, _, _ = mean_std(mine, "excluded", "timings")
         if math.isfinite(cut) and cut > 0.01:
             to_best, _, _ = mean_std(mine, "seconds_to_best", "timings")
