@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from recunlearn.bench.environment import machine_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,6 +102,7 @@ def main() -> None:
                 print(f"{commit}: {what}, load {row['load_before']} -> {row['load_after']})", flush=True)
     finally:   # the worktrees' folders are gone: forget them
         subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
+    torch.set_num_threads(args.threads)   # the machine line names the children's thread count, not this process's default
     record = {"bench": "epoch_commits" if args.measure == "epoch" else "prepare_commits", "dataset": args.dataset, "args": vars(args), "runs": rows,
               "machine": machine_line(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     with open(args.out, "a") as fh:
