@@ -69,6 +69,7 @@ def test_method_rows_carry_utility_forgetting_and_timing_columns(results):
         ratio = metrics["Recall@20"] / reference["metrics"]["Recall@20"]
         assert metrics["Recall@20_vs_retrain"] == pytest.approx(ratio)
         assert metrics["mia_auc_gap"] == pytest.approx(metrics["mia_auc"] - reference["metrics"]["mia_auc"])
+        assert row["prepare_report"] == {}   # neither fine-tune nor Suppress decides anything in preparation
     kinds = {row["method"]: row["kind"] for row in rows}
     assert kinds == {"retrain": "exact", "original": "none", "finetune": "approximate", "suppress": "control"}
 

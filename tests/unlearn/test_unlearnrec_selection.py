@@ -51,7 +51,7 @@ def test_keeper_drops_states_that_fall_out_of_the_utility_guard():
     assert torch.all(encoder.h0 == 2)
 
 
-def test_prepare_keeps_the_encoder_of_the_selected_check(trained_lightgcn, ie_config):
+def test_prepare_keeps_the_encoder_of_the_selected_check(trained_lightgcn, ie_config, tmp_path):
     """The kept encoder is the one `select_check` picks from the history, and reproduces its check."""
     model, data = trained_lightgcn
     cfg = ie_config(epochs=4, select_every=1)
@@ -62,6 +62,14 @@ def test_prepare_keeps_the_encoder_of_the_selected_check(trained_lightgcn, ie_co
     probe = Probe.draw(data, cfg.probe_rho, cfg.seed, SELECTION_STREAM)
     again = probe.check(ie.encoder, ie.backbone, ie.inputs)
     assert again["request_auc"] == pytest.approx(ie.pretraining["selected"]["request_auc"])
+
+    # what benchmark rows record about the preparation, the same after a save and load
+    chosen = history[select_check(history, cfg.select_recall_tolerance)]["epoch"]
+    expected = {"pretrain_epochs_run": 4, "selected_epoch": chosen, "withdraw": ie.calibration["withdraw_init"],
+                "withdraw_calibrated": ie.calibration["reached"]}
+    assert ie.preparation_report() == expected
+    loaded = UnlearnRec.load(ie.save(tmp_path / "ie"), model.clone(), data, progress=False)
+    assert loaded.preparation_report() == expected
 
 
 # --- how strong the withdraw term starts -----------------------------------------------------------------

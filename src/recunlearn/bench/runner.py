@@ -213,6 +213,7 @@ class Runner:
         # what the method says about its own run (epochs, early stopping), plain values only
         row["method_report"] = {k: v for k, v in result.report.items()
                                 if isinstance(v, (int, float, str, bool, type(None)))}
+        row["prepare_report"] = method.unlearner.preparation_report()   # what preparation chose (e.g. an epoch)
         if result.model is not None:
             row["models"] = {"unlearned": fingerprint(result.model)}
         return row

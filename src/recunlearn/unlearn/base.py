@@ -137,6 +137,10 @@ class Unlearner(ABC):
         """The settings `prepare` depends on (the config without the request-time fields)."""
         return self.config.model_dump(mode="json", exclude=set(self.request_time_fields))
 
+    def preparation_report(self) -> dict:
+        """What preparation decided (plain values for benchmark rows, e.g. a selected epoch); none by default."""
+        return {}
+
     def with_request_settings(self, config: StrictConfig) -> None:
         """Take the request-time fields of `config` (e.g. after loading a state prepared with other ones)."""
         self.config = self.config.model_copy(update={f: getattr(config, f) for f in self.request_time_fields})

@@ -176,6 +176,12 @@ class UnlearnRec(Unlearner):
             model.embedding.weight.copy_(e0)
         return model.attach(episode.graph).eval()
 
+    def preparation_report(self) -> dict:
+        """The pre-training epochs run and the one selection kept, and the calibrated withdraw strength."""
+        checks = self.pretraining["history"]
+        return {"pretrain_epochs_run": checks[-1]["epoch"], "selected_epoch": self.pretraining["selected"]["epoch"],
+                "withdraw": self.calibration["withdraw_init"], "withdraw_calibrated": self.calibration["reached"]}
+
     # --- persistence -------------------------------------------------------------------------------
     def _save_extra(self, path: Path) -> None:
         meta = {"layers": self.encoder.layers, "model_fingerprint": io.fingerprint(self.original.embedding.weight),
