@@ -15,6 +15,7 @@ from pathlib import Path
 
 from recunlearn.bench.prepared import PROVENANCE_FILE
 from recunlearn.train.cache import cache_root
+from recunlearn.unlearn.base import STATE_FILE
 from recunlearn.unlearn.unlearnrec.io import ENCODER_META
 
 
@@ -25,7 +26,7 @@ def preparations(root: Path, since: str):
         provenance = json.loads((path / PROVENANCE_FILE).read_text())
         if provenance["date"] < since:
             continue
-        config = json.loads((path / "unlearner.json").read_text())["config"]
+        config = json.loads((path / STATE_FILE).read_text())["config"]
         meta = json.loads((path / ENCODER_META).read_text())
         yield {"prepared": path.name, "date": provenance["date"], "seconds": provenance["seconds"],
                "load": provenance["load"], "machine": provenance["machine"], "epochs": config["epochs"],
