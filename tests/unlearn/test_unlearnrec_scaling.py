@@ -19,9 +19,10 @@ from conformance.conftest import TripwireInteractions
 N_USERS, N_ITEMS = 60, 40
 
 
-def with_scaling(random: list[tuple[float, float]], erased: float, train_edges: int = 1000) -> UnlearnRec:
+def with_scaling(random: list[tuple[float, float]], erased: float, train_edges: int = 1000,
+                 reset_erased_users: bool = False) -> UnlearnRec:
     """An unlearner whose preparation found these factors: (probe size, factor) per random probe."""
-    ie = UnlearnRec(IEConfig(withdraw_scaling="request"), progress=False)
+    ie = UnlearnRec(IEConfig(withdraw_scaling="request", reset_erased_users=reset_erased_users), progress=False)
     ie.scaling = {"random": [{"rho": rho, "scale": scale} for rho, scale in random],
                   "erased_users": {"scale": erased}, "train_edges": train_edges}
     return ie
@@ -55,6 +56,15 @@ def test_a_request_of_whole_histories_takes_the_erased_users_factor():
     assert ie.withdraw_scale(request, residual_keeping(range(2, N_USERS))) == pytest.approx(2.0)
     # user 0 erased, user 1 keeps an edge: half of the edges are erased users', a geometric mean
     assert ie.withdraw_scale(request, residual_keeping(range(1, N_USERS))) == pytest.approx(np.sqrt(random * 2.0))
+
+
+def test_with_reset_rows_the_erased_users_edges_take_factor_one():
+    """Their own rows are drawn afresh: the erased-users factor, found for those rows, no longer applies."""
+    ie = with_scaling([(0.002, 0.5), (0.01, 1.2)], erased=2.0, train_edges=1000, reset_erased_users=True)
+    request = edges([0, 0, 1, 1], [1, 2, 1, 2])
+    random = ie.withdraw_scale(request, residual_keeping(range(N_USERS)))
+    assert ie.withdraw_scale(request, residual_keeping(range(2, N_USERS))) == pytest.approx(1.0)
+    assert ie.withdraw_scale(request, residual_keeping(range(1, N_USERS))) == pytest.approx(np.sqrt(random))
 
 
 def test_without_scaling_every_request_keeps_the_prepared_withdraw(trained_lightgcn, ie_config):
@@ -136,7 +146,9 @@ def test_a_request_is_forgotten_with_its_factor_applied(trained_lightgcn, ie_con
     """The zero-shot model under factor 2 is the one whose encoder holds 2 × W_η (and differs from factor 1)."""
     model, data = trained_lightgcn
     UnlearnRec(ie_config(), progress=False).prepare(model.clone(), data).save(tmp_path)
-    request = data.train.select(np.arange(len(data.train)) < 12)
+    spread = np.arange(len(data.train))
+    request = data.train.select((spread % 7 == 0) & (spread < 84))      # 12 edges; every user keeps others
+    assert np.all(data.train.subtract(request).user_degree()[request.users] > 0)
     scaled = UnlearnRec.load(tmp_path, model.clone(), data, progress=False)
     scaled.scaling = {"random": [{"rho": 0.5, "scale": 2.0}], "erased_users": {"scale": 2.0},
                       "train_edges": len(data.train)}

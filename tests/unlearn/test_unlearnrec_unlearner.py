@@ -80,6 +80,41 @@ def test_zero_shot_forgets_and_reports_its_time(prepared, trained_lightgcn):
     assert "finetune" not in result.seconds
 
 
+def whole_histories(data: Dataset, users, extra: int = 6) -> Interactions:
+    """Every training edge of `users`, and `extra` random edges of other users (who keep the rest)."""
+    erased = data.train.select(np.isin(data.train.users, users))
+    others = data.train.subtract(erased)
+    pick = np.zeros(len(others), dtype=bool)
+    pick[np.random.default_rng(4).choice(len(others), size=extra, replace=False)] = True
+    return erased.union(others.select(pick))
+
+
+@pytest.mark.parametrize("finetune_epochs", [0.0, 1.0], ids=["zero-shot", "fine-tuned"])
+def test_erased_users_get_fresh_rows_and_nobody_else(prepared, trained_lightgcn, finetune_epochs):
+    """A user whose whole history is forgotten ends with a fresh draw from the initial distribution (what a
+    retrain holds: it never trains that row); every other row is the encoder's (and fine-tuning's) output,
+    exactly as without the reset; the draw is the same on every run of the request."""
+    model, data = trained_lightgcn
+    erased_users = [3, 40]
+    request = whole_histories(data, erased_users)
+    ie = prepared(finetune_epochs=finetune_epochs)
+    reset = ie.unlearn(request)
+    kept = prepared(finetune_epochs=finetune_epochs, reset_erased_users=False).unlearn(request)
+    assert reset.report["reset_users"] == 2 and kept.report["reset_users"] == 0
+    rows, rows_kept = reset.model.embedding.weight.detach(), kept.model.embedding.weight.detach()
+    others = np.setdiff1d(np.arange(N_USERS + N_ITEMS), erased_users)
+    assert torch.equal(rows[others], rows_kept[others])
+    fresh = rows[erased_users]
+    assert not torch.allclose(fresh, rows_kept[erased_users], atol=1e-3)
+    init_std = model.config.init_std
+    assert 0.6 * init_std < fresh.std().item() < 1.5 * init_std                   # the initial distribution,
+    assert abs(fresh.mean().item()) < 0.5 * init_std                                # not zeros or a copy
+    again = prepared(finetune_epochs=finetune_epochs).unlearn(request)
+    assert torch.equal(again.model.embedding.weight, reset.model.embedding.weight)
+    if finetune_epochs:   # the next request starts from this model, fresh rows included
+        torch.testing.assert_close(ie.inputs.e0, rows, rtol=0, atol=0)
+
+
 def test_finetuning_changes_a_copy_and_never_the_shared_encoder(prepared, trained_lightgcn):
     """H⁰, W_η, the MLP (and so every later request's starting point) stay bit-identical through a fine-tuned
     request: fine-tuning trains per-request copies of E₀ and the MLP."""

@@ -43,6 +43,10 @@ class IEConfig(StrictConfig):
                                "edge then weighs 1 and an edge of a user's whole history 1/sqrt(d_u d_i^Δ), so the "
                                "withdraw strength per edge depends on the request's size and shape) or the training "
                                "graph's before the request (graph: each edge weighs what it weighed in Â)")
+    reset_erased_users: bool = Field(
+        True, description="users left without any training edge get fresh 0-layer rows from the backbone's initial "
+                          "distribution, which is what a retrained model holds for them (a user without positives is "
+                          "never in a training batch); false: the encoder's output for them, as in the paper")
     h0_scope: Literal["all", "request"] = Field(
         "all", description="nodes whose H⁰ enters H̄: all (the paper's Σ_{l=0..L} H^l) or only the request's")
     sequential: Literal["compose", "cumulative"] = Field(
@@ -97,7 +101,7 @@ class IEConfig(StrictConfig):
 
 
 # Read only when a request arrives: configs differing only here share one pre-trained encoder.
-REQUEST_TIME_FIELDS = frozenset({"sequential", "finetune_epochs", "finetune_lr", "finetune_lambda_u", "finetune_lambda_p",
+REQUEST_TIME_FIELDS = frozenset({"sequential", "reset_erased_users", "finetune_epochs", "finetune_lr", "finetune_lambda_u", "finetune_lambda_p",
                                  "finetune_tau_p"})
 
 

@@ -20,7 +20,7 @@ from .selection import CALIBRATION_STREAM, ERASED_USERS_STREAM, SCALING_STREAM, 
     CheckpointKeeper, ErasedUsersProbe, Probe, calibrate, scale_gap, withdraw_gap
 from .training import EncoderInputs, Episode, finetune, pretrain_epoch, simulated_request
 
-PRETRAINING_STREAM, FINETUNING_STREAM = 0, 3
+PRETRAINING_STREAM, FINETUNING_STREAM, RESET_STREAM = 0, 3, 5
 MIN_SCALE = 1e-3   # a factor found at 0 (no withdraw at all) enters the log-log interpolation as this
 
 
@@ -126,7 +126,8 @@ class UnlearnRec(Unlearner):
     def withdraw_scale(self, edges: Interactions, residual: Interactions) -> float:
         """The factor on W_η for a request of `edges` that leaves `residual` (1 without `withdraw_scaling`):
         the random probes' factor interpolated at the request's size (log-log, held at the ends), and the erased
-        users' factor, mixed by the share of the request's edges whose user keeps no training edge."""
+        users' factor, mixed by the share of the request's edges whose user keeps no training edge. With
+        `reset_erased_users` those users' own rows are drawn afresh anyway, so their edges take factor 1."""
         if self.scaling is None or len(edges) == 0:
             return 1.0
         sizes = self.scaling["random"]
@@ -135,7 +136,8 @@ class UnlearnRec(Unlearner):
         random = np.interp(np.log(len(edges) / self.scaling["train_edges"]), log_rho, log_scale)
         erased = np.bincount(residual.users, minlength=residual.n_users)[edges.users] == 0
         share = erased.mean()
-        return float(np.exp((1 - share) * random + share * np.log(max(self.scaling["erased_users"]["scale"], MIN_SCALE))))
+        erased_scale = 1.0 if self.config.reset_erased_users else self.scaling["erased_users"]["scale"]
+        return float(np.exp((1 - share) * random + share * np.log(max(erased_scale, MIN_SCALE))))
 
     # --- requests ----------------------------------------------------------------------------------
     def _unlearn(self, edges: Interactions, residual: Dataset) -> UnlearnResult:
@@ -159,15 +161,29 @@ class UnlearnRec(Unlearner):
                 e0 = finetune(self.encoder, self.backbone, self.inputs, episode, cfg, seed, scale)
             seconds["finetune"] = time.perf_counter() - start
         model = self._model_with(e0, episode)
+        reset = self._reset_erased_users(model, encoded, residual.train) if cfg.reset_erased_users else 0
+        if reset:
+            e0 = model.embedding.weight.detach().clone()
         if cfg.sequential == "cumulative" and cfg.finetune_epochs == 0:
             self.inputs = EncoderInputs(self.inputs.e0, self.inputs.final, encoded)
         else:   # the next request is encoded alone, from this model
             self.inputs = EncoderInputs(e0, torch.cat(model.final_embeddings()),
                                         Interactions.empty(residual.n_users, residual.n_items))
         result = self._result(model, residual, edges, model, request_edges=len(edges), encoded_edges=len(encoded),
-                              residual_edges=len(residual.train), withdraw_scale=scale)
+                              residual_edges=len(residual.train), withdraw_scale=scale, reset_users=reset)
         result.seconds.update(seconds)
         return result
+
+    def _reset_erased_users(self, model: Recommender, encoded: Interactions, residual: Interactions) -> int:
+        """Fresh 0-layer rows for the encoded request's users that keep no training edge. A retrained model never
+        trains such a user's row (no positive puts it in a batch), so it holds a draw from the initial
+        distribution; the encoder's shift of the original row would keep what the user's data taught it."""
+        users = np.unique(encoded.users)
+        users = users[np.bincount(residual.users, minlength=residual.n_users)[users] == 0]
+        if len(users):
+            seed = np.random.SeedSequence([self.config.seed, RESET_STREAM, int(encoded.hash, 16)])
+            model.reinitialise(torch.from_numpy(users), torch.Generator().manual_seed(int(seed.generate_state(1)[0])))
+        return int(len(users))
 
     def _model_with(self, e0: torch.Tensor, episode: Episode) -> Recommender:
         """The original backbone with 0-layer embeddings `e0`, attached to the residual graph."""
